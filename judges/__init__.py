@@ -1,0 +1,1 @@
+"""Judge plugins: prompt assembly, parsing and aggregation for LLM judges."""

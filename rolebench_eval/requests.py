@@ -1,0 +1,115 @@
+"""The unit of work every backend understands: a chat request and its completion.
+
+Requests are frozen and canonically serialisable so that a request's hash (together with the
+model's identity) is the cache key that makes runs resumable without repeating a call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings sent with a request. `None` means "not sent; backend default"."""
+
+    temperature: float = 0.0
+    top_p: float | None = None
+    max_tokens: int = 512
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: tuple[Message, ...]
+    params: GenerationParams = field(default_factory=GenerationParams)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "messages": [asdict(m) for m in self.messages],
+            "params": {**asdict(self.params), "stop": list(self.params.stop)},
+        }
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> ChatRequest:
+        params = dict(data["params"])
+        params["stop"] = tuple(params.get("stop") or ())
+        return ChatRequest(
+            messages=tuple(Message(m["role"], m["content"]) for m in data["messages"]),
+            params=GenerationParams(**params),
+        )
+
+    def cache_key(self, model_identity: str) -> str:
+        """Hash of the model identity and the exact request: equal keys mean the same call."""
+        payload = json.dumps(
+            {"model": model_identity, "request": self.to_json()},
+            sort_keys=True,
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a backend returns for one request.
+
+    `text` is None exactly when the call failed; `error` then says why. A failed call is
+    recorded and reported as such; it is never turned into a score.
+    """
+
+    text: str | None
+    finish_reason: str | None = None  # "stop", "length", or None when the backend cannot tell
+    usage: Usage = field(default_factory=Usage)
+    error: str | None = None
+    # Backend-specific facts worth keeping (e.g. "system message merged into user turn").
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.text is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "usage": asdict(self.usage),
+            "error": self.error,
+            "notes": list(self.notes),
+        }
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> Completion:
+        return Completion(
+            text=data.get("text"),
+            finish_reason=data.get("finish_reason"),
+            usage=Usage(**(data.get("usage") or {})),
+            error=data.get("error"),
+            notes=tuple(data.get("notes") or ()),
+        )
+
+    @staticmethod
+    def failure(reason: str) -> Completion:
+        return Completion(text=None, error=reason)
