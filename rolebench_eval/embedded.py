@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from rolebench_eval.errors import BackendError
@@ -64,7 +66,10 @@ def ensure_safetensors_copy(gguf: Path) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = target.with_name(target.name + ".tmp")
+    # A private temporary folder per process, renamed into place when complete: a crashed or
+    # concurrent conversion never leaves a half-written folder where later loads look.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # The dequantised weights are plain tensors; the quantizer markers would make later loads
@@ -73,8 +78,12 @@ def ensure_safetensors_copy(gguf: Path) -> Path:
         model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
-    tmp.replace(target) if not target.exists() else None
+    if target.exists():  # an incomplete folder from an older version, or a concurrent winner
+        if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return target
+        shutil.rmtree(target)
+    os.replace(tmp, target)
     return target

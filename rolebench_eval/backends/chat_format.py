@@ -89,7 +89,12 @@ def render_chat(
             "--chat-template that supports a system role."
         )
     merged = merge_system_into_user(messages)
-    text = tokenizer.apply_chat_template(
-        _as_dicts(merged), tokenize=False, add_generation_prompt=True, chat_template=chat_template
-    )
+    try:
+        text = tokenizer.apply_chat_template(
+            _as_dicts(merged), tokenize=False, add_generation_prompt=True, chat_template=chat_template
+        )
+    except Exception as exc:  # e.g. a template that also demands strict user/assistant turns
+        raise BackendError(
+            f"{model_name}: {problem}, and the merged conversation fails too: {exc}"
+        ) from exc
     return text, (MERGED_NOTE,)

@@ -1,0 +1,203 @@
+"""The `rbe` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rolebench_eval.backends.base import BackendOptions
+from rolebench_eval.errors import RbeError, UsageError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _key_values(items: list[str], flag: str) -> dict[str, str]:
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"{flag} {item!r}: expected KEY=VALUE")
+        options[key] = value
+    return options
+
+
+def _add_run_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="evaluate a model on tasks", description="Evaluate a model on tasks.")
+    p.add_argument("--tasks", required=True, help="comma-separated task or group names (see `rbe ls`)")
+    p.add_argument("--model", help="HF folder, GGUF file, or model name for API backends (default: the embedded model)")
+    p.add_argument("--backend", help="hf (default for paths), openai, vllm, lm-eval")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint of the model under test (implies --backend openai)")
+    p.add_argument("--model-args", help="lm-eval model arguments (with --backend lm-eval; --model is the lm-eval model type)")
+    p.add_argument("--judge", action="append", default=[], metavar="SPEC",
+                   help="judge model, repeatable: embedded, gpt-4o-2024-08-06, openai:NAME, hf:PATH, vllm:PATH; "
+                        "options after commas: base_url=URL, api_key_env=VAR, label=NAME")
+    p.add_argument("--judge-base-url", help="default OpenAI-compatible endpoint for API judges")
+    p.add_argument("--examples-model", metavar="SPEC", help="model writing PersonaGym score examples (default: the first judge)")
+    p.add_argument("--protocol", help="judging protocol (PersonaGym: opencharacter, personagym)")
+    p.add_argument("--roleplay-template", help="role-play system prompt (PersonaGym: personagym, opencharacter)")
+    p.add_argument("--limit", type=_positive_int, help="first N personas (PersonaGym) or items per metric (RoleBench)")
+    p.add_argument("--unscored-policy", default="exclude", choices=["exclude", "reference-zero"],
+                   help="exclude (default): unscored items are counted, never scored; reference-zero: the reference code's zeros, only to reproduce published numbers")
+    p.add_argument("--max-tokens", type=_positive_int, help="override the protocol's max new tokens for answers (recorded)")
+    p.add_argument("--judge-max-tokens", type=_positive_int, help="override the protocol's max tokens for judge replies (recorded)")
+    p.add_argument("--greedy-top-p", default="zero", choices=["zero", "one"],
+                   help="judge top_p for greedy decoding: zero as the protocol sends it, or one for servers that reject 0 (vLLM)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed sent with answer requests")
+    p.add_argument("--results-dir", type=Path, default=Path("results"), help="where runs are written (default: ./results)")
+    p.add_argument("--include-path", action="append", default=[], help="extra folder of task plugins (repeatable)")
+    p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE", help="task-specific option (repeatable)")
+    g = p.add_argument_group("backend")
+    g.add_argument("--batch-size", type=_positive_int, default=16)
+    g.add_argument("--concurrency", type=_positive_int, default=8, help="concurrent requests to API endpoints")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--dtype", default="auto")
+    g.add_argument("--chat-template", help="Jinja chat template file overriding the model's own")
+    g.add_argument("--system-prompt-policy", default="fail", choices=["fail", "merge"],
+                   help="when a chat template rejects the system role: fail, or merge it into the first user turn (recorded)")
+    g.add_argument("--overlength-policy", default="error", choices=["error", "skip"],
+                   help="prompts longer than the context: error, or record as skipped (never truncated)")
+    g.add_argument("--request-timeout", type=float, default=120.0, help="seconds per API request")
+    g.add_argument("--max-retry-time", type=float, default=600.0, help="total seconds of retries per API request")
+    g.add_argument("--tensor-parallel-size", type=_positive_int, default=1)
+    g.add_argument("--pipeline-parallel-size", type=_positive_int, default=1)
+    g.add_argument("--data-parallel-size", type=_positive_int, default=1)
+    g.add_argument("--distributed-executor-backend", choices=["mp", "ray"], help="vLLM executor (ray for multi-node)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-leaderboard", action="store_true", help="do not regenerate leaderboard.md")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rolebench_eval.report import render_terminal
+    from rolebench_eval.runner import RunConfig, Runner
+
+    vllm_kwargs = {
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "pipeline_parallel_size": args.pipeline_parallel_size,
+        "data_parallel_size": args.data_parallel_size,
+    }
+    if args.distributed_executor_backend:
+        vllm_kwargs["distributed_executor_backend"] = args.distributed_executor_backend
+    config = RunConfig(
+        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
+        model=args.model,
+        backend=args.backend,
+        base_url=args.base_url,
+        model_args=args.model_args,
+        judges=args.judge,
+        judge_base_url=args.judge_base_url,
+        examples_model=args.examples_model,
+        protocol=args.protocol,
+        roleplay_template=args.roleplay_template,
+        limit=args.limit,
+        unscored_policy=args.unscored_policy,
+        max_tokens=args.max_tokens,
+        judge_max_tokens=args.judge_max_tokens,
+        greedy_top_p=args.greedy_top_p,
+        seed=args.seed,
+        results_dir=args.results_dir,
+        include_paths=args.include_path,
+        task_options=_key_values(args.task_option, "--task-option"),
+        backend_options=BackendOptions(
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            device=args.device,
+            dtype=args.dtype,
+            chat_template=args.chat_template,
+            system_prompt_policy=args.system_prompt_policy,
+            overlength_policy=args.overlength_policy,
+            request_timeout_s=args.request_timeout,
+            max_retry_time_s=args.max_retry_time,
+        ),
+        vllm_kwargs=vllm_kwargs,
+        progress=False if args.no_progress else None,
+        write_leaderboard=not args.no_leaderboard,
+    )
+    result = Runner(config).run()
+    print(render_terminal(result.results))
+    made = sum(result.calls_made.values())
+    reused = sum(result.calls_reused.values())
+    print(f"\nmodel calls made: {made}; reused from the run directory: {reused}")
+    print(f"wrote {result.run_dir} (results.json, samples.jsonl, report.md, manifest.json)")
+    return 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from rolebench_eval.models import BACKENDS, KNOWN_JUDGES, backend_available
+    from rolebench_eval.task_registry import discover
+
+    registry = discover(args.include_path)
+    print("tasks:")
+    for name, spec in sorted(registry.tasks.items()):
+        protocols = spec.config.get("protocols")
+        extra = f" [protocols: {', '.join(protocols)}; default {spec.config.get('default_protocol')}]" if protocols else ""
+        print(f"  {name:<22} v{spec.version}  {spec.description}{extra}  ({spec.origin})")
+    print("groups:")
+    for name, members in sorted(registry.groups.items()):
+        print(f"  {name:<22} {', '.join(members)}")
+    print("backends:")
+    for name, (_, _, what) in BACKENDS.items():
+        state = "available" if backend_available(name) else "not installed"
+        print(f"  {name:<22} {what} ({state})")
+    print("judges (any OpenAI-compatible model name or local path also works):")
+    for name, what in KNOWN_JUDGES.items():
+        print(f"  {name:<32} {what}")
+    print("protocols:")
+    try:
+        from rolebench_eval.tasks.personagym.protocols import PROTOCOLS
+        from rolebench_eval.tasks.personagym.roleplay import TEMPLATES
+
+        for name, protocol in PROTOCOLS.items():
+            print(f"  {name:<22} {protocol.description}")
+        print("role-play templates:")
+        for name, template in TEMPLATES.items():
+            print(f"  {name:<22} {template.source}")
+    except ImportError:
+        pass
+    return 0
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from rolebench_eval.leaderboard import write_leaderboard
+
+    print(f"wrote {write_leaderboard(args.results_dir)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rbe", description="rolebench-eval: evaluate role-playing language models")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run_parser(sub)
+    ls = sub.add_parser("ls", help="list tasks, groups, backends, judges and protocols")
+    ls.add_argument("--include-path", action="append", default=[])
+    lb = sub.add_parser("leaderboard", help="regenerate leaderboard.md from results/runs")
+    lb.add_argument("--results-dir", type=Path, default=Path("results"))
+    return parser
+
+
+COMMANDS = {"run": _run, "ls": _ls, "leaderboard": _leaderboard}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except RbeError as exc:
+        print(f"rbe: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rbe: interrupted; every finished call is saved, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,453 @@
+"""Published tables of the PersonaGym, OpenCharacter and RoleLLM papers, re-rendered with measured rows.
+
+The reference numbers ship inside the package (`rolebench_eval/reference_tables/*.json`, loaded with
+importlib.resources so an installed `rbe` finds them anywhere); `results/reference/` at the
+repository top is the identical human-facing copy (a test keeps the two in step).
+
+`render_table` prints a paper's table the way the paper prints it (published rows first, then the
+measured ones), in markdown, LaTeX or CSV. Numbers from different protocols or judges are not
+comparable, so a measured row whose protocol or judge differs from the table's is refused unless the
+caller opts in with `allow_mismatch=True`, and then it is visibly flagged.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import pandas as pd
+
+from rolebench_eval.errors import DataError, UsageError, did_you_mean, unknown
+
+SCHEMA_VERSION = 1
+OUTPUT_FORMATS: tuple[str, ...] = ("markdown", "latex", "csv")
+
+PUBLISHED_MARK = "†"
+MISMATCH_MARK = "‡"
+# The mark LaTeX needs for the same symbols; the raw characters need a Unicode-aware engine.
+_LATEX_MARKS = {PUBLISHED_MARK: r"$^\dagger$", MISMATCH_MARK: r"$^\ddagger$"}
+
+# Valid value ranges per column unit: catches a win rate passed as a fraction next to percents
+# only partly (0.56 is a legal percent), but does catch a 1-5 score in a ROUGE column and the like.
+_UNIT_RANGES = {"likert": (0.0, 5.0), "rouge_l_f": (0.0, 1.0), "percent": (0.0, 100.0)}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: mean, and std / n where known (None where not published or not measured)."""
+
+    mean: float | None
+    std: float | None = None
+    n: int | None = None
+
+
+@dataclass(frozen=True)
+class Column:
+    id: str  # the key used in measured rows and CSV headers
+    label: str  # as printed in the paper
+    format: str  # "mean_std_short" 4.66 (.27) | "mean_std" 3.96 (0.80) | "rouge" 0.5764 | "percent" 55.82
+    unit: str  # "likert" | "rouge_l_f" | "percent"
+    judged: bool  # whether the number comes from an LLM judge (so the judge must match)
+
+
+@dataclass(frozen=True)
+class Citation:
+    authors: tuple[str, ...]
+    short: str  # "Samuel et al."
+    title: str
+    arxiv_id: str
+    table: int | None  # None where the project docs do not give the number
+    section: str | None = None
+    note: str | None = None
+
+    def text(self) -> str:
+        where = f"Table {self.table}" if self.table is not None else (self.section or "")
+        return f'{self.short}, "{self.title}", arXiv:{self.arxiv_id}' + (f", {where}" if where else "")
+
+
+@dataclass(frozen=True)
+class PublishedRow:
+    model: str
+    size: str | None
+    values: Mapping[str, Cell]
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    name: str
+    title: str
+    citation: Citation
+    protocol: str
+    judges: tuple[str, ...]
+    columns: tuple[Column, ...]
+    rows: tuple[PublishedRow, ...]
+    benchmark: str
+    statistic: str
+
+    @property
+    def has_size(self) -> bool:
+        return any(row.size is not None for row in self.rows)
+
+    def column(self, column_id: str) -> Column:
+        for column in self.columns:
+            if column.id == column_id:
+                return column
+        raise unknown("column", column_id, [c.id for c in self.columns])
+
+
+@dataclass(frozen=True)
+class MeasuredRow:
+    """A row measured by this harness: values in the table's units (win rate in percent)."""
+
+    label: str
+    protocol: str
+    judge: tuple[str, ...]  # one judge, or the ensemble's judges (order does not matter)
+    values: Mapping[str, Cell] = field(default_factory=dict)
+    size: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MeasuredRow:
+        """From `{"label", "protocol", "judge": str | [str], "values": {col: {mean, std, n}}, "size"?}`."""
+        missing = [key for key in ("label", "protocol", "judge", "values") if key not in data]
+        if missing:
+            raise UsageError(f"measured row {data.get('label', '?')!r} lacks {missing}.")
+        judge = data["judge"]
+        judges = (judge,) if isinstance(judge, str) else tuple(judge)
+        values = {}
+        for column_id, cell in data["values"].items():
+            if isinstance(cell, Cell):
+                values[column_id] = cell
+            elif isinstance(cell, Mapping):
+                values[column_id] = Cell(mean=cell.get("mean"), std=cell.get("std"), n=cell.get("n"))
+            else:
+                raise UsageError(
+                    f"measured row {data['label']!r}, column {column_id!r}: expected {{mean, std, n}}, got {cell!r}."
+                )
+        return cls(label=data["label"], protocol=data["protocol"], judge=judges, values=values, size=data.get("size"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _reference_files() -> dict[str, Any]:
+    folder = resources.files("rolebench_eval.reference_tables")
+    return {entry.name[: -len(".json")]: entry for entry in folder.iterdir() if entry.name.endswith(".json")}
+
+
+def list_tables() -> list[str]:
+    """Names of the shipped paper tables (file stems), sorted."""
+    return sorted(_reference_files())
+
+
+def _cell(data: Mapping[str, Any]) -> Cell:
+    return Cell(mean=data.get("mean"), std=data.get("std"), n=data.get("n"))
+
+
+def load_table(name: str) -> PaperTable:
+    """One shipped paper table by name, e.g. 'opencharacter_table3'."""
+    files = _reference_files()
+    if name not in files:
+        raise unknown("paper table", name, files)
+    try:
+        data = json.loads(files[name].read_text(encoding="utf-8"))
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise DataError(f"reference table {name}: schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}.")
+        citation = data["citation"]
+        return PaperTable(
+            name=data["name"],
+            title=data["title"],
+            citation=Citation(
+                authors=tuple(citation["authors"]),
+                short=citation["short"],
+                title=citation["title"],
+                arxiv_id=citation["arxiv_id"],
+                table=citation.get("table"),
+                section=citation.get("section"),
+                note=citation.get("note"),
+            ),
+            protocol=data["protocol"],
+            judges=tuple(data["judges"]),
+            columns=tuple(Column(**column) for column in data["columns"]),
+            rows=tuple(
+                PublishedRow(
+                    model=row["model"],
+                    size=row.get("size"),
+                    values={key: _cell(value) for key, value in row["values"].items()},
+                    note=row.get("note"),
+                )
+                for row in data["rows"]
+            ),
+            benchmark=data["benchmark"],
+            statistic=data["statistic"],
+        )
+    except (KeyError, TypeError, json.JSONDecodeError) as error:
+        raise DataError(f"reference table {name} is malformed: {error!r}") from error
+
+
+# --------------------------------------------------------------------------------------------------
+# Number formats (each table's own style)
+
+
+def format_cell(cell: Cell | None, column: Column) -> str:
+    """A cell as the paper prints it; '-' where the paper (or the measurement) has no number."""
+    if cell is None or cell.mean is None:
+        return "-"
+    if column.format == "percent":
+        text = f"{cell.mean:.2f}"
+        return text if cell.std is None else f"{text} ({cell.std:.2f})"
+    if column.format == "rouge":
+        text = f"{cell.mean:.4f}"
+        return text if cell.std is None else f"{text} ({cell.std:.4f})"
+    if column.format in ("mean_std", "mean_std_short"):
+        text = f"{cell.mean:.2f}"
+        if cell.std is None:
+            return text
+        std = f"{cell.std:.2f}"
+        if column.format == "mean_std_short" and std.startswith("0."):
+            std = std[1:]  # OpenCharacter prints "(.27)"; PersonaGym Table 1 keeps "(0.80)"
+        return f"{text} ({std})"
+    raise DataError(f"column {column.id!r} has an unknown number format {column.format!r}.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Measured rows: validation
+
+
+@dataclass(frozen=True)
+class _Checked:
+    row: MeasuredRow
+    mismatch: str  # "" when protocol and judge match the table
+
+
+def _judges_match(table: PaperTable, row: MeasuredRow) -> bool:
+    return frozenset(j.strip() for j in row.judge) == frozenset(table.judges)
+
+
+def _check_row(table: PaperTable, row: MeasuredRow, allow_mismatch: bool) -> _Checked:
+    known = [column.id for column in table.columns]
+    for column_id, cell in row.values.items():
+        if column_id not in known:
+            raise UsageError(
+                f"measured row {row.label!r}: table {table.name} has no column {column_id!r}."
+                f"{did_you_mean(column_id, known)} Columns: {', '.join(known)}."
+            )
+        low, high = _UNIT_RANGES[table.column(column_id).unit]
+        for what, value in (("mean", cell.mean), ("std", cell.std)):
+            if value is None:
+                continue
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+                raise UsageError(f"measured row {row.label!r}, column {column_id!r}: {what} {value!r} is not a finite number.")
+        if cell.mean is not None and not low <= cell.mean <= high:
+            raise UsageError(
+                f"measured row {row.label!r}, column {column_id!r}: mean {cell.mean} is outside "
+                f"{low:g}..{high:g} ({table.column(column_id).unit})."
+            )
+        if cell.std is not None and cell.std < 0:
+            raise UsageError(f"measured row {row.label!r}, column {column_id!r}: negative std {cell.std}.")
+
+    problems = []
+    if row.protocol != table.protocol:
+        problems.append(f"protocol {row.protocol!r} (table: {table.protocol!r})")
+    # ROUGE columns do not involve a judge; only a row that reports a judged number must match it.
+    judged = any(table.column(cid).judged and cell.mean is not None for cid, cell in row.values.items())
+    if judged and not _judges_match(table, row):
+        problems.append(f"judge {' + '.join(row.judge)!r} (table: {' + '.join(table.judges)!r})")
+    mismatch = "; ".join(problems)
+    if mismatch and not allow_mismatch:
+        raise UsageError(
+            f"measured row {row.label!r} does not match {table.name}: {mismatch}. Numbers from a different "
+            "protocol or judge are not comparable; pass allow_mismatch=True to show it anyway, flagged."
+        )
+    return _Checked(row=row, mismatch=mismatch)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+
+
+@dataclass(frozen=True)
+class _DisplayRow:
+    model: str
+    size: str
+    cells: tuple[str, ...]
+    source: str  # "published", "measured"
+    mark: str  # PUBLISHED_MARK, MISMATCH_MARK or ""
+
+
+def _display_rows(table: PaperTable, checked: Sequence[_Checked]) -> tuple[list[_DisplayRow], list[_DisplayRow]]:
+    published = [
+        _DisplayRow(
+            model=row.model,
+            size=row.size or "-",
+            cells=tuple(format_cell(row.values.get(column.id), column) for column in table.columns),
+            source="published",
+            mark=PUBLISHED_MARK,
+        )
+        for row in table.rows
+    ]
+    measured = [
+        _DisplayRow(
+            model=item.row.label,
+            size=item.row.size or "-",
+            cells=tuple(format_cell(item.row.values.get(column.id), column) for column in table.columns),
+            source="measured",
+            mark=MISMATCH_MARK if item.mismatch else "",
+        )
+        for item in checked
+    ]
+    return published, measured
+
+
+def _footnotes(table: PaperTable, checked: Sequence[_Checked]) -> list[tuple[str, str]]:
+    notes = [(PUBLISHED_MARK, f"Published: {table.citation.text()}.")]
+    for item in checked:
+        if item.mismatch:
+            notes.append((MISMATCH_MARK, f"{item.row.label}: not comparable, {item.mismatch}."))
+    return notes
+
+
+def _caption(table: PaperTable) -> str:
+    return f"{table.title} (protocol {table.protocol}; judge {' + '.join(table.judges)}; {table.statistic})"
+
+
+def _headers(table: PaperTable) -> list[str]:
+    return ["model"] + (["size"] if table.has_size else []) + [c.label for c in table.columns] + ["source"]
+
+
+def _cells(table: PaperTable, row: _DisplayRow, mark: str) -> list[str]:
+    return [row.model] + ([row.size] if table.has_size else []) + list(row.cells) + [row.source + mark]
+
+
+def _markdown(table: PaperTable, checked: Sequence[_Checked]) -> str:
+    published, measured = _display_rows(table, checked)
+    headers = _headers(table)
+    escape = lambda text: text.replace("|", "\\|")  # noqa: E731 - a '|' in a label would split the row
+    align = ["---"] + (["---"] if table.has_size else []) + ["---:"] * len(table.columns) + ["---"]
+    lines = [f"**{escape(_caption(table))}**", "", "| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(escape(c) for c in _cells(table, row, row.mark)) + " |" for row in published]
+    if measured:
+        # Markdown has no mid-rule; a labelled row is the visible separator.
+        lines.append("| " + " | ".join(["*measured (this harness)*"] + [""] * (len(headers) - 1)) + " |")
+        lines += ["| " + " | ".join(escape(c) for c in _cells(table, row, row.mark)) + " |" for row in measured]
+    lines.append("")
+    lines += [f"{mark} {escape(text)}" + "  " for mark, text in _footnotes(table, checked)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters in one pass (so the backslashes we add are not re-escaped)."""
+    return "".join(_LATEX_SPECIALS.get(char, char) for char in text)
+
+
+def _latex(table: PaperTable, checked: Sequence[_Checked]) -> str:
+    published, measured = _display_rows(table, checked)
+    headers = _headers(table)
+    spec = "l" + ("l" if table.has_size else "") + "r" * len(table.columns) + "l"
+
+    def line(row: _DisplayRow) -> str:
+        cells = [latex_escape(c) for c in _cells(table, row, "")]
+        cells[-1] += _LATEX_MARKS.get(row.mark, "")
+        return " & ".join(cells) + r" \\"
+
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in headers) + r" \\",
+        r"\midrule",
+    ]
+    lines += [line(row) for row in published]
+    if measured:
+        lines.append(r"\midrule")
+        lines += [line(row) for row in measured]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    notes = " ".join(f"{_LATEX_MARKS[mark]} {latex_escape(text)}" for mark, text in _footnotes(table, checked))
+    lines.append(rf"\caption{{{latex_escape(_caption(table))}. {notes}}}")
+    lines.append(rf"\label{{tab:{table.name.replace('_', '-')}}}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def _csv(table: PaperTable, checked: Sequence[_Checked]) -> str:
+    # Machine-readable: raw numbers (not the paper's rounding), one mean/std/n column triple per
+    # table column, and `source` to tell published from measured rows.
+    records = []
+
+    def record(source: str, model: str, size: str | None, protocol: str, judges: Iterable[str],
+               values: Mapping[str, Cell], mismatch: str) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "table": table.name,
+            "source": source,
+            "model": model,
+            "size": size,
+            "protocol": protocol,
+            "judge": "+".join(judges),
+            "flagged": bool(mismatch),  # True: protocol/judge differ from the table's, not comparable
+            "mismatch": mismatch,
+        }
+        for column in table.columns:
+            cell = values.get(column.id) or Cell(mean=None)
+            result[f"{column.id}_mean"] = cell.mean
+            result[f"{column.id}_std"] = cell.std
+            result[f"{column.id}_n"] = cell.n
+        return result
+
+    for row in table.rows:
+        records.append(record("published", row.model, row.size, table.protocol, table.judges, row.values, ""))
+    for item in checked:
+        row = item.row
+        records.append(record("measured", row.label, row.size, row.protocol, row.judge, row.values, item.mismatch))
+    frame = pd.DataFrame.from_records(records)
+    for column in table.columns:
+        frame[f"{column.id}_n"] = frame[f"{column.id}_n"].astype("Int64")  # counts stay integers beside NaN
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, lineterminator="\n")
+    return buffer.getvalue()
+
+
+def render_table(
+    name: str,
+    measured: Sequence[MeasuredRow | Mapping[str, Any]] = (),
+    *,
+    fmt: str = "markdown",
+    allow_mismatch: bool = False,
+) -> str:
+    """The paper's table `name` (published rows first, then `measured`) as markdown, latex or csv.
+
+    Measured rows are MeasuredRow objects or dicts for MeasuredRow.from_dict. A row whose protocol,
+    or judge for judged columns, differs from the table's raises UsageError unless `allow_mismatch`,
+    in which case it is flagged (‡ and a footnote; `mismatch` column in CSV).
+    """
+    if fmt not in OUTPUT_FORMATS:
+        raise unknown("table format", fmt, OUTPUT_FORMATS)
+    table = load_table(name)
+    rows = [row if isinstance(row, MeasuredRow) else MeasuredRow.from_dict(row) for row in measured]
+    checked = [_check_row(table, row, allow_mismatch) for row in rows]
+    if fmt == "markdown":
+        return _markdown(table, checked)
+    if fmt == "latex":
+        return _latex(table, checked)
+    return _csv(table, checked)

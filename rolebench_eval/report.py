@@ -1,0 +1,101 @@
+"""Short reports of one run: the terminal summary and report.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rolebench_eval.formatting import format_ci, format_metric, markdown_table, text_table
+
+
+def metric_rows(task: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    names = task.get("metric_names", {})
+    kinds = task.get("metric_kinds", {})
+    for key, summary in task.get("metrics", {}).items():
+        kind = kinds.get(key, "continuous")
+        if summary is None or "mean" not in summary:
+            rows.append([names.get(key, key), "not computed", "—", "0", "—", summary.get("reason", "") if summary else ""])
+            continue
+        rows.append(
+            [
+                names.get(key, key),
+                format_metric(summary, kind),
+                format_ci(summary, kind),
+                str(summary.get("n", 0)),
+                str(summary.get("n_unscored", 0)),
+                summary.get("reason", "") or "",
+            ]
+        )
+    return rows
+
+
+HEADER = ["metric", "mean (std)", "95% CI", "n", "unscored", "note"]
+
+
+def _judges(results: dict[str, Any], task: dict[str, Any]) -> str:
+    return ", ".join(task.get("judges") or []) or "none"
+
+
+def render_terminal(results: dict[str, Any]) -> str:
+    parts = []
+    if results.get("smoke_judge"):
+        parts.append(f"!! {results['smoke_warning']}")
+    for name, task in results["tasks"].items():
+        parts.append(
+            f"\n{name}  (model {results['model']['label']}, protocol {task.get('protocol') or '-'}, "
+            f"judge {_judges(results, task)}, unscored policy {task.get('unscored_policy') or '-'})"
+        )
+        parts.append(text_table(HEADER, metric_rows(task)))
+        items = task.get("items")
+        if items:
+            parts.append(_items_line(items))
+        for warning in task.get("warnings", []):
+            parts.append(f"warning: {warning}")
+    return "\n".join(parts)
+
+
+def _items_line(items: dict[str, Any]) -> str:
+    line = f"items: {items['n']} judged, {items['n_scored']} scored, {items['n_unscored']} unscored"
+    if items.get("unscored_reasons"):
+        top = "; ".join(f"{count}x {reason}" for reason, count in list(items["unscored_reasons"].items())[:3])
+        line += f" ({top})"
+    return line
+
+
+def render_run_report(results: dict[str, Any]) -> str:
+    lines = [f"# rolebench-eval run {results['run_id']}", ""]
+    if results.get("smoke_judge"):
+        lines += [f"> **{results['smoke_warning']}**", ""]
+    lines += [
+        f"- model: `{results['model']['label']}` ({results['model']['backend']})",
+        f"- judges: {', '.join(j['label'] for j in results['judges']) or 'none'}",
+        f"- examples model: {results.get('examples_model') or '-'}",
+        f"- configuration hash: `{results['config_hash']}` (everything that can change a number is in manifest.json)",
+    ]
+    for deviation in results.get("deviations", []):
+        lines.append(f"- deviation: {deviation}")
+    for name, task in results["tasks"].items():
+        lines += [
+            "",
+            f"## {name}",
+            "",
+            f"protocol `{task.get('protocol') or '-'}`, role-play template `{task.get('roleplay_template') or '-'}`, "
+            f"unscored policy `{task.get('unscored_policy') or '-'}`. Mean and population std over "
+            "units (personas or items), 95% percentile-bootstrap CI.",
+            "",
+            markdown_table(HEADER, metric_rows(task)),
+        ]
+        if task.get("items"):
+            lines += ["", _items_line(task["items"])]
+        agreement = task.get("judge_agreement")
+        if agreement:
+            for pair in agreement["pairs"]:
+                lines.append(
+                    f"- agreement {pair['judges'][0]} vs {pair['judges'][1]}: n={pair['n_both_scored']}, "
+                    f"exact {pair.get('exact_agreement', '—')}, mean |diff| {pair.get('mean_abs_difference', '—')}, "
+                    f"Spearman {pair.get('spearman', '—')}"
+                )
+        for warning in task.get("warnings", []):
+            lines.append(f"- warning: {warning}")
+    lines += ["", "Per-sample records (prompt, answer, judge prompt, judge reply, parsed score): `samples.jsonl`.", ""]
+    return "\n".join(lines)

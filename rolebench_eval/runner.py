@@ -1,0 +1,392 @@
+"""`rbe run`: generate -> judge -> aggregate -> report, resumable at every call.
+
+Every model call goes through a CallStore in the run directory, so a rerun of the same command
+makes no call already made, an interrupted run resumes where it stopped, and a run with another
+judge reuses the answers of an earlier run of the same model. Final numbers are computed only from
+the recorded calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rolebench_eval import run_dir as rd
+from rolebench_eval.backends.base import Backend, BackendOptions
+from rolebench_eval.call_store import CallStore, run_calls
+from rolebench_eval.embedded import SMOKE_JUDGE_WARNING
+from rolebench_eval.errors import UsageError
+from rolebench_eval.models import (
+    ModelSpec,
+    build_backend,
+    judge_spec,
+    model_under_test,
+    preflight,
+    spec_identity,
+)
+from rolebench_eval.provenance import git_revision, machine, package_versions
+from rolebench_eval.requests import ChatRequest, Completion
+from rolebench_eval.task_api import Evaluation, JudgeSpec, ModelCall, RunSettings, Task, TaskOutcome
+from rolebench_eval.task_registry import TaskSpec, build_task, discover
+
+# The embedded model is a 135M plumbing model on 2 CPU cores: protocol limits of 3000 tokens
+# would take minutes per answer. Used only when the user sets no limit, and recorded.
+SMOKE_ANSWER_MAX_TOKENS = 128
+SMOKE_JUDGE_MAX_TOKENS = 128
+RESULTS_SCHEMA = "rolebench-eval/results/v1"
+
+
+@dataclass
+class RunConfig:
+    tasks: list[str]
+    model: str | None = None
+    backend: str | None = None
+    base_url: str | None = None
+    model_args: str | None = None
+    judges: list[str] = field(default_factory=list)
+    judge_base_url: str | None = None
+    examples_model: str | None = None
+    protocol: str | None = None
+    roleplay_template: str | None = None
+    limit: int | None = None
+    unscored_policy: str = "exclude"
+    max_tokens: int | None = None
+    judge_max_tokens: int | None = None
+    greedy_top_p: str = "zero"
+    seed: int = 0
+    results_dir: Path = Path("results")
+    include_paths: list[str] = field(default_factory=list)
+    task_options: dict[str, str] = field(default_factory=dict)
+    backend_options: BackendOptions = field(default_factory=BackendOptions)
+    vllm_kwargs: dict[str, Any] = field(default_factory=dict)
+    progress: bool | None = None  # None: only when stderr is a terminal
+    write_leaderboard: bool = True
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    results: dict[str, Any]
+    calls_made: dict[str, int]
+    calls_reused: dict[str, int]
+
+
+class _Progress:
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def bar(self, total: int, description: str) -> Callable[[int], None] | None:
+        if not self.enabled or total == 0:
+            return None
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=description, unit="call", leave=True, file=sys.stderr)
+
+        def advance(n: int) -> None:
+            bar.update(n)
+            if bar.n >= bar.total:
+                bar.close()
+
+        return advance
+
+
+def _canonical_hash(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Runner:
+    def __init__(self, config: RunConfig, log: Callable[[str], None] | None = None):
+        self.config = config
+        self.log = log or (lambda message: print(message, file=sys.stderr))
+        self.progress = _Progress(sys.stderr.isatty() if config.progress is None else config.progress)
+        self._backends: dict[str, Backend] = {}
+        self.calls_made: dict[str, int] = {}
+        self.calls_reused: dict[str, int] = {}
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def _resolve(self) -> tuple[ModelSpec, list[ModelSpec], ModelSpec | None, list[TaskSpec], list[str]]:
+        c = self.config
+        registry = discover(c.include_paths)
+        task_specs = registry.resolve(c.tasks)
+        model = model_under_test(c.model, c.backend, c.base_url, c.model_args)
+        if model.backend == "vllm":
+            model = replace(model, backend_kwargs=dict(c.vllm_kwargs))
+        judges = [judge_spec(text, c.judge_base_url) for text in c.judges]
+        deviations: list[str] = []
+        needs_judge = any(s.config.get("requires_judge", True) for s in task_specs)
+        if needs_judge and not judges:
+            judges = [judge_spec("embedded", None)]
+            deviations.append(
+                "no --judge given: the embedded model judges (smoke test; scores carry no meaning)"
+            )
+        labels = [j.label for j in judges]
+        if len(set(labels)) != len(labels):
+            raise UsageError(
+                f"--judge: two judges share the label {labels}; add ,label=NAME to tell them apart"
+            )
+        examples = judge_spec(c.examples_model, c.judge_base_url) if c.examples_model else None
+        return model, judges, examples, task_specs, deviations
+
+    def _settings(
+        self, model: ModelSpec, judges: list[ModelSpec], examples: ModelSpec | None, deviations: list[str]
+    ) -> RunSettings:
+        c = self.config
+        answer_max = c.max_tokens
+        if answer_max is None and model.smoke:
+            answer_max = SMOKE_ANSWER_MAX_TOKENS
+            deviations.append(
+                f"answers limited to {answer_max} new tokens (embedded model's smoke-test limit; "
+                "protocol: see roleplay_template.answer_params); set --max-tokens to change"
+            )
+        judge_max = c.judge_max_tokens
+        judge_models = [*judges, *([examples] if examples else [])]
+        if judge_max is None and any(j.smoke for j in judge_models):
+            judge_max = SMOKE_JUDGE_MAX_TOKENS
+            deviations.append(
+                f"judge replies limited to {judge_max} tokens (embedded judge's smoke-test limit; "
+                "protocol: 3000); set --judge-max-tokens to change"
+            )
+        if c.limit is not None and c.limit < 1:
+            raise UsageError("--limit must be a positive number of personas/items")
+        return RunSettings(
+            protocol=c.protocol,
+            roleplay_template=c.roleplay_template,
+            limit=c.limit,
+            unscored_policy=c.unscored_policy,
+            answer_max_tokens=answer_max,
+            judge_max_tokens=judge_max,
+            greedy_top_p=c.greedy_top_p,
+            seed=c.seed,
+            judges=tuple(JudgeSpec(j.label, smoke=j.smoke) for j in judges),
+            has_examples_model=examples is not None,
+            options=dict(c.task_options),
+        )
+
+    # -- backends ------------------------------------------------------------------------------
+
+    def _backend(self, spec: ModelSpec) -> Backend:
+        identity = spec_identity(spec, self.config.backend_options)
+        if identity not in self._backends:
+            self.log(f"loading {spec.label} ({spec.backend})")
+            self._backends[identity] = build_backend(spec, self.config.backend_options)
+        return self._backends[identity]
+
+    def _release(self, keep: Sequence[ModelSpec]) -> None:
+        """Free local models not needed next (the generator's GPU memory before the judges)."""
+        wanted = {spec_identity(s, self.config.backend_options) for s in keep}
+        for identity in list(self._backends):
+            if identity not in wanted:
+                self._backends.pop(identity).close()
+
+    def _call(
+        self, store: CallStore, spec: ModelSpec, stage: str, requests: list[ChatRequest], kind: str
+    ) -> list[Completion]:
+        identity = spec_identity(spec, self.config.backend_options)
+        advance = self.progress.bar(len(requests), f"{stage} [{spec.label}]")
+
+        def generate(batch: Sequence[ChatRequest], on_result: Callable[[int, Completion], None]) -> None:
+            self._backend(spec).generate(batch, on_result)
+
+        completions, made = run_calls(store, identity, spec.label, stage, requests, generate, advance)
+        self.calls_made[kind] = self.calls_made.get(kind, 0) + made
+        self.calls_reused[kind] = self.calls_reused.get(kind, 0) + len(requests) - made
+        return completions
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        c = self.config
+        model, judges, examples, task_specs, deviations = self._resolve()
+        settings = self._settings(model, judges, examples, deviations)
+        tasks = [build_task(spec, settings) for spec in task_specs]
+        options = c.backend_options
+        model_identity = spec_identity(model, options)
+        judge_identities = {j.label: spec_identity(j, options) for j in judges}
+        examples_spec = examples or (judges[0] if judges else None)
+        config_core = {
+            "model": {**model.describe(), "identity": model_identity},
+            "judges": [{**j.describe(), "identity": judge_identities[j.label]} for j in judges],
+            "examples_model": (
+                {**examples_spec.describe(), "identity": spec_identity(examples_spec, options)}
+                if examples_spec
+                else None
+            ),
+            "settings": {k: v for k, v in asdict(settings).items() if k != "judges"},
+            "backend_options": {
+                "system_prompt_policy": options.system_prompt_policy,
+                "overlength_policy": options.overlength_policy,
+                "chat_template": options.chat_template,
+                "dtype": options.dtype,
+            },
+            "tasks": {t.name: t.manifest() for t in tasks},
+        }
+        config_hash = _canonical_hash(config_core)
+        generation_hash = _canonical_hash(
+            {"model": model_identity, "tasks": {t.name: t.manifest().get("data") for t in tasks},
+             "settings": [settings.roleplay_template, settings.answer_max_tokens, settings.seed, settings.limit]}
+        )
+        run_path = c.results_dir / rd.RUNS_FOLDER / rd.run_dir_name(model.label, [t.name for t in tasks], config_hash)
+        smoke = any(j.smoke for j in judges) or bool(examples_spec and examples_spec.smoke)
+        manifest = {
+            "schema": "rolebench-eval/manifest/v1",
+            "config_hash": config_hash,
+            "generation_hash": generation_hash,
+            **config_core,
+            "smoke_judge": smoke,
+            "deviations": deviations,
+            "packages": package_versions(),
+            "git_revision": git_revision(),
+            "machine": machine(),
+            "command": _sanitized_argv(),
+        }
+        rd.open_run_dir(run_path, manifest)
+        self.log(f"run directory: {run_path}")
+        if smoke:
+            self.log(f"WARNING: {SMOKE_JUDGE_WARNING}")
+        for deviation in deviations:
+            self.log(f"note: {deviation}")
+
+        generation_store = CallStore(run_path / rd.GENERATION_CALLS)
+        judging_store = CallStore(run_path / rd.JUDGING_CALLS)
+        if not (run_path / rd.RESULTS).exists():
+            for spec in {s.label: s for s in [model, *judges, *([examples] if examples else [])]}.values():
+                if spec.backend == "openai":
+                    preflight(spec)
+        samples = {t.name: t.samples() for t in tasks}
+        requests = [t.generation_request(s) for t in tasks for s in samples[t.name]]
+        if len(generation_store) == 0:
+            self._reuse_answers(c.results_dir, run_path, model_identity, generation_store, requests)
+        answers = self._call(generation_store, model, "generate", requests, "generation")
+        judge_models = [*judges, *([examples] if examples else [])]
+        self._release(keep=judge_models)
+
+        roles = {j.role: spec for j, spec in zip(settings.judges, judges)}
+        if examples_spec is not None:
+            roles["examples"] = examples_spec
+        offset = 0
+        evaluations: dict[str, Evaluation] = {}
+        for task in tasks:
+            n = len(samples[task.name])
+            evaluations[task.name] = task.evaluate(samples[task.name], answers[offset : offset + n])
+            offset += n
+        outcomes = self._drive(evaluations, roles, judging_store)
+        self._release(keep=[])
+        results = self._write(run_path, manifest, tasks, outcomes, judges, model, smoke)
+        if c.write_leaderboard:
+            from rolebench_eval.leaderboard import write_leaderboard
+
+            write_leaderboard(c.results_dir)
+        return RunResult(run_path, results, dict(self.calls_made), dict(self.calls_reused))
+
+    def _reuse_answers(
+        self, root: Path, run_path: Path, identity: str, store: CallStore, requests: list[ChatRequest]
+    ) -> None:
+        keys = {r.cache_key(identity) for r in requests}
+        for other in rd.find_runs(root):
+            if other == run_path or not (other / rd.GENERATION_CALLS).exists():
+                continue
+            try:
+                manifest = json.loads((other / rd.MANIFEST).read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                continue
+            if manifest.get("model", {}).get("identity") != identity:
+                continue
+            count = store.import_answers(CallStore(other / rd.GENERATION_CALLS), keys)
+            if count:
+                self.log(f"reused {count} answer(s) from {other}")
+                manifest_path = run_path / rd.MANIFEST
+                current = json.loads(manifest_path.read_text(encoding="utf-8"))
+                current.setdefault("answers_reused_from", []).append(other.name)
+                rd.write_json_atomic(manifest_path, current)
+
+    def _drive(
+        self, evaluations: dict[str, Evaluation], roles: dict[str, ModelSpec], store: CallStore
+    ) -> dict[str, TaskOutcome]:
+        """Advance all tasks stage by stage; each model gets one batch per stage for all tasks."""
+        outcomes: dict[str, TaskOutcome] = {}
+        pending: dict[str, list[ModelCall]] = {}
+        for name, evaluation in evaluations.items():
+            try:
+                pending[name] = next(evaluation)
+            except StopIteration as stop:
+                outcomes[name] = stop.value
+        while pending:
+            by_role: dict[str, list[tuple[str, int]]] = {}
+            for name, calls in pending.items():
+                for index, call in enumerate(calls):
+                    if call.model not in roles:
+                        raise UsageError(f"task {name} asked for model role {call.model!r}, which this run has no model for")
+                    by_role.setdefault(call.model, []).append((name, index))
+            replies: dict[str, list[Completion | None]] = {n: [None] * len(c) for n, c in pending.items()}
+            for role, refs in by_role.items():
+                calls = [pending[n][i] for n, i in refs]
+                stage = "+".join(sorted({call.stage for call in calls}))
+                completions = self._call(store, roles[role], stage, [call.request for call in calls], "judging")
+                for (name, index), completion in zip(refs, completions):
+                    replies[name][index] = completion
+            advanced: dict[str, list[ModelCall]] = {}
+            for name in pending:
+                try:
+                    advanced[name] = evaluations[name].send(replies[name])  # type: ignore[arg-type]
+                except StopIteration as stop:
+                    outcomes[name] = stop.value
+            pending = advanced
+        return outcomes
+
+    def _write(
+        self,
+        run_path: Path,
+        manifest: dict[str, Any],
+        tasks: list[Task],
+        outcomes: dict[str, TaskOutcome],
+        judges: list[ModelSpec],
+        model: ModelSpec,
+        smoke: bool,
+    ) -> dict[str, Any]:
+        records = [r for t in tasks for r in outcomes[t.name].records]
+        rd.write_jsonl_atomic(run_path / rd.SAMPLES, records)
+        task_results = {}
+        for task in tasks:
+            outcome = outcomes[task.name]
+            task_manifest = manifest["tasks"][task.name]
+            task_results[task.name] = {
+                "task": task.name,
+                "version": task.version,
+                "protocol": (task_manifest.get("protocol") or {}).get("name"),
+                "roleplay_template": (task_manifest.get("roleplay_template") or {}).get("name"),
+                "unscored_policy": task_manifest.get("unscored_policy"),
+                "judges": [j.label for j in judges] if task_manifest.get("uses_judges", True) else [],
+                "metric_kinds": task.metric_kinds(),
+                **outcome.results,
+                "warnings": outcome.warnings,
+            }
+        results = {
+            "schema": RESULTS_SCHEMA,
+            "run_id": run_path.name,
+            "config_hash": manifest["config_hash"],
+            "model": {"label": model.label, "backend": model.backend, "identity": manifest["model"]["identity"]},
+            "judges": [{"label": j.label, "backend": j.backend, "model": j.model if not j.smoke else "embedded", "smoke": j.smoke} for j in judges],
+            "examples_model": (manifest.get("examples_model") or {}).get("label"),
+            "smoke_judge": smoke,
+            "smoke_warning": SMOKE_JUDGE_WARNING if smoke else None,
+            "deviations": manifest["deviations"],
+            "tasks": task_results,
+        }
+        rd.write_json_atomic(run_path / rd.RESULTS, results)
+        from rolebench_eval.report import render_run_report
+
+        rd.write_text_atomic(run_path / rd.REPORT, render_run_report(results))
+        return results
+
+
+def _sanitized_argv() -> list[str]:
+    # Keys are read from the environment, never from flags; still, never echo a value that looks
+    # like one.
+    return ["<redacted>" if a.startswith(("sk-", "Bearer ")) else a for a in sys.argv]

@@ -1,0 +1,110 @@
+"""The task plugin interface.
+
+A task turns its data into samples, says how the model under test is asked, and evaluates the
+answers. Evaluation is a generator: it yields a list of model calls (for named model roles such as
+"judge:gpt-4o" or "examples"), receives their completions in the same order, may yield again, and
+finally returns its records and metrics. The runner drives all selected tasks in lockstep, so the
+calls of one stage of every task reach each model as a single batch, and it caches every call in
+the run directory; task code never sees backends, caching or retries.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rolebench_eval.requests import ChatRequest, Completion
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One question put to the model under test."""
+
+    sample_id: str  # unique within the task, stable across runs
+    unit: str  # what statistics are computed over and paired on (a persona, an item)
+    fields: Mapping[str, Any]  # task-specific metadata (persona, task, question, role...)
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    model: str  # a model role: "judge:<label>" or "examples"
+    stage: str  # e.g. "score_examples", "rubric_grading", "pairwise_ranking"
+    request: ChatRequest
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """A judge model as the task sees it: its label and its role name in ModelCall.model."""
+
+    label: str
+    smoke: bool = False  # the embedded model: plumbing only, its scores mean nothing
+
+    @property
+    def role(self) -> str:
+        return f"judge:{self.label}"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The user's choices that tasks read (each task validates the ones that apply to it)."""
+
+    protocol: str | None = None
+    roleplay_template: str | None = None
+    limit: int | None = None
+    unscored_policy: str = "exclude"
+    answer_max_tokens: int | None = None  # override of the protocol's generation max_tokens
+    judge_max_tokens: int | None = None  # override of the protocol's judge max_tokens
+    greedy_top_p: str = "zero"  # "zero": send top_p=0 as the protocol does; "one": send 1
+    seed: int = 0
+    judges: tuple[JudgeSpec, ...] = ()
+    has_examples_model: bool = False
+    options: Mapping[str, str] = field(default_factory=dict)  # --task-option key=value
+
+
+@dataclass
+class TaskOutcome:
+    """What a task's evaluation returns: per-sample records and the task's results section."""
+
+    records: list[dict[str, Any]]
+    results: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+Evaluation = Generator[list[ModelCall], list[Completion], TaskOutcome]
+
+
+class Task(ABC):
+    """Base class of task plugins. Subclasses are built by a factory named in `tasks.toml`."""
+
+    name: str
+    version: str
+
+    def __init__(self, name: str, version: str, settings: RunSettings):
+        self.name = name
+        self.version = version
+        self.settings = settings
+
+    @abstractmethod
+    def samples(self) -> list[Sample]:
+        """The samples of this run (honouring settings.limit)."""
+
+    @abstractmethod
+    def generation_request(self, sample: Sample) -> ChatRequest:
+        """How the model under test is asked for this sample."""
+
+    @abstractmethod
+    def evaluate(self, samples: list[Sample], answers: list[Completion]) -> Evaluation:
+        """Judge and score the answers; yields model calls, returns the outcome."""
+
+    @abstractmethod
+    def manifest(self) -> dict[str, Any]:
+        """Everything about the task that can change a result: versions, data and prompt hashes,
+        templates, protocol and policies. Goes into the run's manifest and configuration hash."""
+
+    def metric_kinds(self) -> dict[str, str]:
+        """Metric name -> 'likert' | 'continuous' | 'verdict', for paired comparisons."""
+        return {}
