@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--include-path", action="append", default=[])
     lb = sub.add_parser("leaderboard", help="regenerate leaderboard.md from results/runs")
     lb.add_argument("--results-dir", type=Path, default=Path("results"))
+    from rolebench_eval import cli_analysis
+
+    cli_analysis.add_parsers(sub)
     return parser
 
 
@@ -187,10 +190,12 @@ COMMANDS = {"run": _run, "ls": _ls, "leaderboard": _leaderboard}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rolebench_eval.cli_analysis import COMMANDS as ANALYSIS_COMMANDS
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return {**COMMANDS, **ANALYSIS_COMMANDS}[args.command](args)
     except RbeError as exc:
         print(f"rbe: error: {exc}", file=sys.stderr)
         return 2
