@@ -115,8 +115,23 @@ def main() -> None:
         own.append(elapsed - engine_time[-1])
         return elapsed, [results[i].text or "" for i in range(len(requests))]
 
+    import psutil
+
+    def tree_cpu_seconds() -> float:
+        # CPU time of this process and the engine processes: less sensitive than wall time to
+        # other work competing for the same cores.
+        total = 0.0
+        for proc in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
     bare(), wrapped()  # warm-up: first-call allocations and caches, for both paths
     times: dict[str, list[float]] = {"bare": [], "backend": []}
+    cpu: dict[str, list[float]] = {"bare": [], "backend": []}
     same = 0
     for repeat in range(args.repeats):
         order = [("bare", bare), ("backend", wrapped)]
@@ -124,9 +139,14 @@ def main() -> None:
             order.reverse()  # alternate, so drift (thermal, caches) does not favour one path
         texts = {}
         for name, run in order:
+            cpu_before = tree_cpu_seconds()
             elapsed, texts[name] = run()
+            cpu[name].append(tree_cpu_seconds() - cpu_before)
             times[name].append(elapsed)
-            print(f"repeat {repeat + 1} {name:8s} {elapsed:7.2f} s", flush=True)
+            print(
+                f"repeat {repeat + 1} {name:8s} {elapsed:7.2f} s wall, {cpu[name][-1]:7.2f} s CPU",
+                flush=True,
+            )
         same += sum(a == b for a, b in zip(texts["bare"], texts["backend"], strict=True))
     backend.close()
 
@@ -142,6 +162,8 @@ def main() -> None:
     print(f"ratio of medians:       {backend_s / bare_s:.3f}  (target <= 1.05)")
     print(f"ratio of minima:        {min(times['backend']) / min(times['bare']):.3f}")
     print(f"median paired ratio:    {statistics.median(paired):.3f}")
+    cpu_ratio = statistics.median(cpu["backend"]) / statistics.median(cpu["bare"])
+    print(f"CPU-time ratio (median): {cpu_ratio:.3f}")
     print(
         f"backend work outside the engine call: median {1000 * statistics.median(own):.1f} ms "
         f"per {args.prompts} requests"

@@ -99,6 +99,7 @@ class CallStore:
         count = 0
         with other.path.open("r", encoding="utf-8") as source:
             lines = [line for line in source if line.strip()]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as target:
             for line in lines:
                 try:

@@ -1,12 +1,285 @@
-"""`rbe compare`, `rbe regress`, `rbe table` and `rbe report`: commands that read finished runs."""
+"""`rbe compare`, `rbe regress`, `rbe baseline`, `rbe table` and `rbe report`: commands that read finished runs.
+
+Exit codes: 0 success (and every --fail-if-worse rule passed), 1 a rule failed (a significant drop
+beyond its allowance), 2 bad input (cli.main turns every RbeError into 2, argparse does the same).
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_REGRESSION = 1
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
+def _command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    def register(function: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = function
+        return function
+
+    return register
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsers
+
+
+def _results_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results-dir", type=Path, default=Path("results"),
+                        help="where run ids are looked up (default: ./results)")
+
+
+def _statistics_options(parser: argparse.ArgumentParser) -> None:
+    from rolebench_eval import paired_stats
+
+    group = parser.add_argument_group("statistics")
+    group.add_argument("--correction", default="holm", choices=paired_stats.CORRECTIONS,
+                       help="multiple-comparison correction across metrics: holm (family-wise error, default) or bh (false discovery rate)")
+    group.add_argument("--alpha", type=float, default=0.05, help="significance level after correction (default 0.05)")
+    group.add_argument("--seed", type=int, default=paired_stats.DEFAULT_SEED, help="bootstrap seed (default 0)")
+    group.add_argument("--resamples", type=int, default=paired_stats.DEFAULT_RESAMPLES,
+                       help=f"bootstrap resamples (default {paired_stats.DEFAULT_RESAMPLES})")
+    group.add_argument("--allow-mismatch", action="store_true",
+                       help="compare runs whose protocol, judges, task version or data differ (flagged in the output)")
+    group.add_argument("--fail-if-worse", action="append", default=[], metavar="METRIC:DELTA",
+                       help="exit 1 if METRIC (task/metric, or a plain metric name when unambiguous) drops by more "
+                            "than DELTA (metric units; win rates are fractions) and the drop is significant; repeatable")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register the analysis subcommands on the `rbe` parser."""
+    p = sub.add_parser("compare", help="paired comparison of runs, metric by metric",
+                       description="Paired comparison of runs (units: personas or items), each run against the first.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, baseline files or run ids (at least two)")
+    p.add_argument("--metrics", help="comma-separated metrics to compare (default: all)")
+    p.add_argument("--format", default="text", choices=["text", "markdown", "json"], help="output format (default: text)")
+    _results_dir(p)
+    _statistics_options(p)
+
+    p = sub.add_parser("regress", help="fail (exit 1) when a run is significantly worse than a baseline",
+                       description="Regression gate: compare RUN with a baseline run or baseline file; exit 1 on a "
+                                   "significant drop larger than allowed, 0 otherwise, 2 on bad input.")
+    p.add_argument("--baseline", required=True, help="baseline run directory, run id or baseline file")
+    p.add_argument("--run", required=True, help="candidate run directory, run id or baseline file")
+    p.add_argument("--format", default="text", choices=["text", "markdown", "json"])
+    _results_dir(p)
+    _statistics_options(p)
+
+    p = sub.add_parser("baseline", help="export a run as a self-contained baseline file to commit")
+    actions = p.add_subparsers(dest="baseline_command", required=True)
+    e = actions.add_parser("export", help="write results + per-unit values + manifest essentials to one JSON file")
+    e.add_argument("run", metavar="RUN", help="run directory or run id")
+    e.add_argument("--output", type=Path, help="file to write (default: <results-dir>/baselines/<model>__<tasks>.json)")
+    e.add_argument("--name", help="name recorded in the file (default: the file name)")
+    _results_dir(e)
+
+    p = sub.add_parser("table", help="a paper's table with your runs as measured rows",
+                       description="Re-render a published table (rows from the paper) with runs as measured rows. "
+                                   "Without NAME, list the tables.")
+    p.add_argument("name", nargs="?", metavar="NAME", help="table name (omit to list them)")
+    p.add_argument("--runs", nargs="*", default=[], metavar="RUN", help="run directories, baseline files or run ids")
+    p.add_argument("--task", help="the run task feeding the table (default: matched from the table's benchmark)")
+    p.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv"])
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="show runs whose protocol or judge differ from the paper's (flagged ‡)")
+    _results_dir(p)
+
+    p = sub.add_parser("report", help="self-contained HTML report of all runs (or of one run)",
+                       description="Write a self-contained HTML page (no network needed): leaderboard, charts, samples.")
+    _results_dir(p)
+    p.add_argument("--output", type=Path, help="HTML file to write (default: <results-dir>/report.html)")
+    p.add_argument("--run", help="write only this run's page, RUN/report.html")
+    p.add_argument("--no-run-pages", action="store_true", help="do not (re)write each run's report.html")
+    p.add_argument("--max-samples", type=int, help="samples embedded per run (default: 50 on the site, 300 on a run page)")
+
+
+# --------------------------------------------------------------------------------------------------
+# compare / regress
+
+
+def _rules(texts: Sequence[str]) -> list[tuple[str, float]]:
+    from rolebench_eval.compare_runs import parse_rule
+
+    return [parse_rule(part.strip()) for text in texts for part in text.split(",") if part.strip()]
+
+
+def _pairs(references: Sequence[str], args: argparse.Namespace, metrics: Sequence[str] | None) -> list[Any]:
+    from rolebench_eval.compare_runs import compare_pair, load_runs
+
+    runs = load_runs(references, args.results_dir)
+    rules = _rules(args.fail_if_worse)
+    return [
+        compare_pair(
+            runs[0], run, metrics=metrics, rules=rules, allow_mismatch=args.allow_mismatch,
+            correction=args.correction, alpha=args.alpha, seed=args.seed, n_resamples=args.resamples,
+        )
+        for run in runs[1:]
+    ]
+
+
+def _gate_lines(gate: Any) -> list[str]:
+    lines = [f"regression gate ({gate.label_b} vs baseline {gate.label_a}): {'PASS' if gate.passed else 'FAIL'}"]
+    for decision in gate.decisions:
+        lines.append(f"  {'ok  ' if decision.passed else 'FAIL'} {decision.metric} (allowed drop {decision.max_drop:g}): {decision.reason}")
+    return lines
+
+
+def _pair_text(pair: Any, markdown: bool) -> str:
+    from rolebench_eval import paired_stats
+
+    a, b, comparison = pair.a, pair.b, pair.comparison
+    head = "### " if markdown else ""
+    bullet = "- " if markdown else "  "
+    lines = [
+        f"{head}{b.label} vs {a.label}",
+        "",
+        f"{bullet}a (baseline): {a.label}, {'baseline file' if a.is_baseline_file else 'run'} {a.run_id}",
+        f"{bullet}b (candidate): {b.label}, {'baseline file' if b.is_baseline_file else 'run'} {b.run_id}",
+        f"{bullet}tasks: {', '.join(pair.tasks)}; correction: {comparison.correction} across "
+        f"{len(comparison.metrics)} metrics; alpha {comparison.alpha:g}",
+    ]
+    if pair.mismatches:
+        lines += ["", ("> **" if markdown else "") + "WARNING: compared with --allow-mismatch; these runs differ, "
+                  "so the differences below are not comparable:" + ("**" if markdown else "")]
+        lines += [("> - " if markdown else "  - ") + problem for problem in pair.mismatches]
+    if a.results.get("smoke_judge") or b.results.get("smoke_judge"):
+        lines += ["", f"{bullet}note: judged by the embedded smoke-test judge; its scores carry no meaning"]
+    lines.append("")
+    table = paired_stats.comparison_to_markdown(comparison) if markdown else paired_stats.comparison_to_text(comparison)
+    lines.append(table.rstrip("\n"))
+    if pair.skipped:
+        lines += ["", "not compared:"]
+        lines += [f"{'- ' if markdown else '  '}{name}: {why}" for name, why in pair.skipped.items()]
+    if pair.gate is not None:
+        lines += [""] + [("    " if markdown else "") + line for line in _gate_lines(pair.gate)]
+    return "\n".join(lines) + "\n"
+
+
+def _pair_dict(pair: Any) -> dict[str, Any]:
+    from rolebench_eval import paired_stats
+
+    def side(run: Any) -> dict[str, Any]:
+        return {"label": run.label, "run_id": run.run_id, "source": run.source, "baseline_file": run.is_baseline_file,
+                "config_hash": run.results.get("config_hash"), "smoke_judge": bool(run.results.get("smoke_judge"))}
+
+    return {
+        "a": side(pair.a),
+        "b": side(pair.b),
+        "tasks": list(pair.tasks),
+        "comparable": not pair.mismatches,
+        "allow_mismatch_used": bool(pair.mismatches),
+        "mismatches": list(pair.mismatches),
+        "comparison": paired_stats.comparison_to_dict(pair.comparison),
+        "not_compared": dict(pair.skipped),
+        "gate": paired_stats.gate_to_dict(pair.gate) if pair.gate is not None else None,
+    }
+
+
+def _emit(pairs: Sequence[Any], fmt: str) -> int:
+    failed = any(pair.gate is not None and not pair.gate.passed for pair in pairs)
+    if fmt == "json":
+        document = {
+            "schema": "rolebench-eval/comparison/v1",
+            "comparisons": [_pair_dict(pair) for pair in pairs],
+            "gate_passed": None if all(pair.gate is None for pair in pairs) else not failed,
+        }
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(_pair_text(pair, markdown=fmt == "markdown") for pair in pairs), end="")
+    return EXIT_REGRESSION if failed else EXIT_OK
+
+
+@_command("compare")
+def _compare(args: argparse.Namespace) -> int:
+    from rolebench_eval.errors import UsageError
+
+    if len(args.runs) < 2:
+        raise UsageError("rbe compare needs at least two runs: the first is the baseline the others are compared with.")
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    return _emit(_pairs(args.runs, args, metrics), args.format)
+
+
+@_command("regress")
+def _regress(args: argparse.Namespace) -> int:
+    from rolebench_eval.errors import UsageError
+
+    if not args.fail_if_worse:
+        raise UsageError("rbe regress needs at least one --fail-if-worse METRIC:DELTA rule.")
+    pairs = _pairs([args.baseline, args.run], args, metrics=None)
+    status = _emit(pairs, args.format)
+    if args.format != "json":
+        verdict = "REGRESSION: exit 1" if status else "no significant regression beyond the allowed drops"
+        print(verdict, file=sys.stderr)
+    return status
+
+
+# --------------------------------------------------------------------------------------------------
+# baseline / table
+
+
+@_command("baseline")
+def _baseline(args: argparse.Namespace) -> int:
+    from rolebench_eval.compare_runs import default_baseline_path, export_baseline, load_run
+    from rolebench_eval.errors import UsageError
+
+    run = load_run(args.run, args.results_dir)
+    if run.is_baseline_file:
+        raise UsageError(f"{args.run} is already a baseline file; export takes a run directory or run id.")
+    output = args.output or default_baseline_path(run, args.results_dir)
+    path = export_baseline(run, output, args.name)
+    units = sum(len(task.results.get("per_unit") or {}) for task in run.tasks.values())
+    print(f"wrote {path} (run {run.run_id}, tasks {', '.join(run.tasks)}, {units} units); "
+          f"check it in and use it with `rbe regress --baseline {path} --run RUN --fail-if-worse METRIC:DELTA`")
+    return EXIT_OK
+
+
+@_command("table")
+def _table(args: argparse.Namespace) -> int:
+    from rolebench_eval.compare_runs import load_runs, measured_row
+    from rolebench_eval.paper_tables import list_tables, load_table, render_table
+
+    if not args.name:
+        for name in list_tables():
+            table = load_table(name)
+            print(f"{name:<24} {table.title} [{table.benchmark}; protocol {table.protocol}; judge {' + '.join(table.judges)}]")
+        return EXIT_OK
+    table = load_table(args.name)
+    rows = [measured_row(run, table, args.task) for run in load_runs(args.runs, args.results_dir)]
+    print(render_table(args.name, rows, fmt=args.format, allow_mismatch=args.allow_mismatch), end="")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------------
+# report
+
+
+@_command("report")
+def _report(args: argparse.Namespace) -> int:
+    from rolebench_eval import html_report, run_dir
+    from rolebench_eval.compare_runs import load_run
+    from rolebench_eval.errors import UsageError
+
+    if args.max_samples is not None and args.max_samples < 0:
+        raise UsageError("--max-samples must be 0 or more")
+    if args.run:
+        run = load_run(args.run, args.results_dir)
+        if run.run_dir is None:
+            raise UsageError(f"{args.run} is a baseline file; a run page needs the run directory (samples.jsonl).")
+        kwargs = {} if args.max_samples is None else {"max_samples": args.max_samples}
+        print(f"wrote {html_report.write_run_html(run.run_dir, **kwargs)}")
+        return EXIT_OK
+    if not args.no_run_pages:
+        for path in run_dir.find_runs(args.results_dir):
+            if (path / run_dir.RESULTS).is_file():
+                html_report.write_run_html(path)
+    output = args.output or args.results_dir / "report.html"
+    kwargs = {} if args.max_samples is None else {"max_samples_per_run": args.max_samples}
+    print(f"wrote {html_report.write_site_html(args.results_dir, output, **kwargs)}")
+    return EXIT_OK

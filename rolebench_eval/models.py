@@ -20,7 +20,7 @@ from rolebench_eval.embedded import (
     EMBEDDED_NAME,
     embedded_gguf_path,
 )
-from rolebench_eval.errors import BackendError, UsageError, unknown
+from rolebench_eval.errors import BackendError, UsageError, did_you_mean, unknown
 
 # name -> (module, class, what it is). Imported only when used.
 BACKENDS: dict[str, tuple[str, str, str]] = {
@@ -126,6 +126,9 @@ def judge_spec(text: str, default_base_url: str | None) -> ModelSpec:
         spec = embedded_spec()
     else:
         backend, sep, name = head.partition(":")
+        if sep and backend not in BACKENDS and did_you_mean(backend, [*BACKENDS, EMBEDDED_NAME]):
+            # "vlm:PATH" is a typo, not a model name (names such as "llama3:8b" stay valid).
+            raise unknown("judge backend", backend, [*BACKENDS, EMBEDDED_NAME])
         if not sep or backend not in BACKENDS:
             backend, name = ("hf" if Path(head).exists() else "openai"), head
         if backend in LOCAL_BACKENDS:

@@ -14,6 +14,7 @@ break the others.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -135,11 +136,13 @@ def _package_for_folder(spec: TaskSpec) -> str:
     name = f"rbe_plugin_{abs(hash(str(spec.folder))):x}"
     if name not in sys.modules:
         init = spec.folder / "__init__.py"
-        module_spec = importlib.util.spec_from_file_location(
-            name,
-            init if init.exists() else None,
-            submodule_search_locations=[str(spec.folder)],
-        )
+        if init.exists():
+            module_spec = importlib.util.spec_from_file_location(
+                name, init, submodule_search_locations=[str(spec.folder)]
+            )
+        else:  # a plain folder of modules works like a namespace package
+            module_spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+            module_spec.submodule_search_locations = [str(spec.folder)]
         if module_spec is None:
             raise DataError(f"cannot import task plugin folder {spec.folder}")
         module = importlib.util.module_from_spec(module_spec)

@@ -1,0 +1,617 @@
+"""The RoleBench tasks (RoleLLM, arXiv:2310.00746): ROUGE-L CUS / RAW / SPE and, with a judge, the
+win rate against the RoleGPT baseline answers.
+
+One task per split (`rolebench-en`, `rolebench-zh`, `rolebench-en-rolegen`; see tasks.toml). The
+model answers every role-specific test item (SPE) and every general test item once; that one answer
+is scored against the RoleGPT references (CUS) and, where the instruction's original answer is
+known, against it (RAW). Whatever part of the dataset is present is used: a metric whose files are
+missing is reported as not computed with the missing paths, the rest still runs.
+
+Task options (`--task-option KEY=VALUE`, recorded in manifest.json; defaults in `OPTIONS`):
+
+- `rolebench_dir`: a RoleBench directory in the dataset's own layout, or `hub` / `hub@REVISION`
+  to download the evaluation files of `ZenMoore/RoleBench` (needs the network). Unset: the
+  `RBE_ROLEBENCH_DIR` environment variable, else the partial copy shipped in `data/`.
+- `reference_policy`: `max` (best ROUGE-L F over an item's references) or `first`.
+- `zh_tokenizer`: ROUGE tokenizer for Chinese: `char` (per character), `jieba`, `jieba-punct`,
+  `char-alnum` (see rouge_metrics.py). English always uses rouge-score's own tokenizer.
+- `win_rate_order`: `both-orders` (disagreement = tie, counted as inconsistent) or
+  `random-order` (one judgment, the model's position drawn per item from --seed).
+- `judge_reference`: `role-specific` (the judge's question includes the item's reference answer
+  for role-specific items, as the RoleLLM ranking prompt foresees) or `none`.
+- `missing_description`: `omit` (drop the description clause from the role prompt and the
+  description sentence from the judge prompt) or `empty` (keep them with an empty description).
+- `baseline_match`: how RoleGPT baseline rows are paired with test items:
+  `normalised-last` or `exact-then-normalised` (see dataset.py).
+
+`--limit N` takes the first N rows of each test file: N role-specific items (SPE) and N general
+items (CUS; RAW on those of them that have an original answer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from rolebench_eval.errors import unknown
+from rolebench_eval.judges import pairwise_ranking as ranking
+from rolebench_eval.requests import ChatRequest, Completion, GenerationParams
+from rolebench_eval.task_api import Evaluation, ModelCall, RunSettings, Sample, Task, TaskOutcome
+from rolebench_eval.task_registry import TaskSpec
+
+from . import aggregation, dataset, prompts, rouge_metrics
+from .aggregation import AVG, ROUGE_METRICS, WIN_RATE, WIN_RATE_TIE_ADJUSTED
+
+PROTOCOL = "rolellm"
+PROTOCOL_DESCRIPTION = (
+    "RoleLLM (arXiv:2310.00746): RoleGPT system prompt, greedy answers; ROUGE-L F CUS/RAW/SPE "
+    "(rouge-score); pairwise RoleLLM ranking prompt against the RoleGPT baseline answer"
+)
+DEFAULT_ANSWER_MAX_TOKENS = 512
+GENERATION = "greedy"
+OPTIONS: dict[str, str | None] = {
+    "rolebench_dir": None,
+    "reference_policy": rouge_metrics.DEFAULT_REFERENCE_POLICY,
+    "zh_tokenizer": rouge_metrics.DEFAULT_TOKENIZER["zh"],
+    "win_rate_order": "both-orders",
+    "judge_reference": "role-specific",
+    "missing_description": "omit",
+    "baseline_match": "normalised-last",
+}
+OPTION_CHOICES: dict[str, tuple[str, ...]] = {
+    "reference_policy": rouge_metrics.REFERENCE_POLICIES,
+    "zh_tokenizer": tuple(t for t in rouge_metrics.TOKENIZERS if t != "default"),
+    "win_rate_order": ranking.ORDER_POLICIES,
+    "judge_reference": ("role-specific", "none"),
+    "missing_description": ("omit", "empty"),
+    "baseline_match": dataset.BASELINE_MATCH_POLICIES,
+}
+# `missing_description` -> (role prompt policy, judge prompt policy), by their modules' names.
+_MISSING_POLICIES = {
+    "omit": ("omit-clause", "omit-sentence"),
+    "empty": ("empty-description", "empty-description"),
+}
+STAGE = "pairwise_ranking"
+METRIC_NAMES = {"CUS": "CUS", "RAW": "RAW", "SPE": "SPE", AVG: "avg"}
+
+
+def make_task(spec: TaskSpec, settings: RunSettings) -> RoleBenchTask:
+    return RoleBenchTask(spec, settings)
+
+
+def _options(given: dict[str, str]) -> dict[str, str | None]:
+    options = dict(OPTIONS)
+    for key, value in given.items():
+        if key not in OPTIONS:
+            raise unknown("RoleBench task option", key, OPTIONS)
+        if key in OPTION_CHOICES and value not in OPTION_CHOICES[key]:
+            raise unknown(f"value of --task-option {key}", value, OPTION_CHOICES[key])
+        options[key] = value
+    return options
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _messages(request: ChatRequest) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} for m in request.messages]
+
+
+def _params(params: GenerationParams) -> dict[str, Any]:
+    return {
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "max_tokens": params.max_tokens,
+        "seed": params.seed,
+    }
+
+
+def _usage(completion: Completion) -> dict[str, int | None]:
+    return {
+        "prompt_tokens": completion.usage.prompt_tokens,
+        "completion_tokens": completion.usage.completion_tokens,
+    }
+
+
+class RoleBenchTask(Task):
+    def __init__(self, spec: TaskSpec, settings: RunSettings):
+        super().__init__(spec.name, spec.version, settings)
+        self.split_name = spec.config["split"]
+        self.options = _options(dict(settings.options))
+        if settings.protocol not in (None, PROTOCOL):
+            raise unknown("protocol", settings.protocol, (PROTOCOL,))
+        self.warnings: list[str] = []
+        if settings.unscored_policy != "exclude":
+            self.warnings.append(
+                f"unscored policy {settings.unscored_policy!r} does not apply to RoleBench: failed "
+                "generations and unparsed judgments are excluded and counted ('exclude')"
+            )
+        self.root, self.source = self._resolve_root(self.options["rolebench_dir"])
+        self.data = dataset.load_split(
+            self.split_name, self.root, baseline_match=str(self.options["baseline_match"])
+        )
+        self.language = self.data.language
+        self.layout = dataset.SPLITS[self.split_name]
+        self.template = settings.roleplay_template or prompts.TEMPLATE_FOR_LANGUAGE[self.language]
+        if self.template not in prompts.TEMPLATES:
+            raise unknown("role-play template", self.template, prompts.TEMPLATES)
+        self.tokenizer = rouge_metrics.check_tokenizer(
+            self.language, self.options["zh_tokenizer"] if self.language == "zh" else None
+        )
+        self.reference_policy = str(self.options["reference_policy"])
+        self.order_policy = str(self.options["win_rate_order"])
+        self.prompt_missing, self.judge_missing = _MISSING_POLICIES[str(self.options["missing_description"])]
+        self.judge_template = ranking.TEMPLATE_FOR_LANGUAGE[self.language]
+        self._manifest: dict[str, Any] | None = None
+        self._selected = self._select_items()
+        self._description_warning()
+
+    # -- data ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve_root(option: str | None) -> tuple[Path, str]:
+        if option is not None and (option == "hub" or option.startswith("hub@")):
+            revision = option.partition("@")[2] or None
+            path = dataset.fetch_from_hub(revision=revision)
+            return path, f"hub:{dataset.HUB_REPO_ID}@{revision or 'main'}"
+        if option is not None:
+            return dataset.resolve_root(option), "task-option:rolebench_dir"
+        if os.environ.get(dataset.ENV_VAR):
+            return dataset.resolve_root(None), f"env:{dataset.ENV_VAR}"
+        return dataset.resolve_root(None), "shipped"
+
+    def _relative(self, path: str) -> str:
+        try:
+            return str(Path(path).relative_to(self.root))
+        except ValueError:
+            return path
+
+    def _select_items(self) -> dict[str, list[dataset.RoleBenchItem]]:
+        """SPE items and general items (CUS, and RAW where matched), first N of each file."""
+        limit = self.settings.limit
+        spe = list(self.data.metrics["SPE"].items)
+        general = list(self.data.metrics["CUS"].items)
+        if limit is not None:
+            spe, general = spe[:limit], general[:limit]
+        return {"role_specific": spe, "general": general}
+
+    def _raw_references(self) -> dict[str, tuple[str, ...]]:
+        return {item.item_id: item.references for item in self.data.metrics["RAW"].items}
+
+    def _description_warning(self) -> None:
+        roles = sorted({i.role for items in self._selected.values() for i in items})
+        missing = [r for r in roles if self.data.description(r) is None]
+        self.roles_without_description = missing
+        if not missing:
+            return
+        policies = (
+            f"role prompt policy {self.prompt_missing!r}, judge prompt policy {self.judge_missing!r}"
+        )
+        if self.data.descriptions is None:
+            where = self._relative(self.data.descriptions_missing[0])
+            self.warnings.append(
+                f"role descriptions unavailable (missing {where}): {len(missing)} role(s) prompted "
+                f"without a description ({policies}); the RoleLLM prompt includes one"
+            )
+        else:
+            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            self.warnings.append(
+                f"no description in {self.layout.descriptions_file} for {len(missing)} role(s): "
+                f"{shown} ({policies})"
+            )
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def samples(self) -> list[Sample]:
+        raw = self._raw_references()
+        samples = []
+        for subset, items in self._selected.items():
+            for item in items:
+                metrics = ["SPE"] if subset == "role_specific" else ["CUS"] + (["RAW"] if item.item_id in raw else [])
+                samples.append(
+                    Sample(
+                        sample_id=item.item_id,
+                        unit=item.item_id,
+                        fields={
+                            "split": item.split,
+                            "subset": subset,
+                            "source": item.source,
+                            "line": item.line,
+                            "role": item.role,
+                            "question": item.question,
+                            "type": list(item.type),
+                            "metrics": metrics,
+                        },
+                    )
+                )
+        return samples
+
+    def answer_params(self) -> GenerationParams:
+        return GenerationParams(
+            temperature=0.0,
+            top_p=None,
+            max_tokens=self.settings.answer_max_tokens or DEFAULT_ANSWER_MAX_TOKENS,
+            seed=self.settings.seed,
+        )
+
+    def generation_request(self, sample: Sample) -> ChatRequest:
+        role = sample.fields["role"]
+        messages, _ = prompts.build_role_messages(
+            role,
+            sample.fields["question"],
+            self.data.description(role),
+            template=self.template,
+            missing_description=self.prompt_missing,
+        )
+        return ChatRequest(messages, self.answer_params())
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def judge_params(self) -> GenerationParams:
+        return GenerationParams(
+            temperature=ranking.JUDGE_PARAMS.temperature,
+            top_p=ranking.JUDGE_PARAMS.top_p,
+            max_tokens=self.settings.judge_max_tokens or ranking.JUDGE_PARAMS.max_tokens,
+        )
+
+    def _items_by_id(self) -> dict[str, dataset.RoleBenchItem]:
+        return {i.item_id: i for items in self._selected.values() for i in items}
+
+    def _baseline(self, item: dataset.RoleBenchItem) -> tuple[str | None, str | None]:
+        """(baseline answer, None) or (None, why there is none)."""
+        baseline = self.data.baselines.get(item.subset)
+        if baseline is None:
+            return None, "no baseline file"
+        if baseline.missing_files:
+            return None, f"missing {self._relative(baseline.missing_files[0])}"
+        answer = baseline.answers.get(item.item_id)
+        if answer is None:
+            return None, f"no row for the item in {self.layout.baseline_file(item.subset)}"
+        return answer, None
+
+    def _rouge(self, answer: str, references: tuple[str, ...]) -> dict[str, Any]:
+        per_reference = rouge_metrics.reference_scores(
+            answer,
+            references[:1] if self.reference_policy == "first" else references,
+            language=self.language,
+            tokenizer=self.tokenizer,
+        )
+        return {
+            "score": rouge_metrics.combine_references(per_reference, self.reference_policy),
+            "per_reference": per_reference,
+        }
+
+    def evaluate(self, samples: list[Sample], answers: list[Completion]) -> Evaluation:
+        items = self._items_by_id()
+        raw = self._raw_references()
+        judges = self.settings.judges
+        # Judge calls: every judge on every item with an answer and a baseline answer.
+        plans: dict[int, tuple[ranking.RankingRequest, ...]] = {}
+        skipped: dict[int, str] = {}
+        for index, (sample, answer) in enumerate(zip(samples, answers)):
+            if not judges:
+                break
+            item = items[sample.sample_id]
+            baseline, why = self._baseline(item)
+            if baseline is None:
+                skipped[index] = why or "no baseline answer"
+                continue
+            if not answer.ok:
+                continue
+            reference = (
+                item.references[0]
+                if self.options["judge_reference"] == "role-specific" and item.subset == "role_specific"
+                else None
+            )
+            requests, _ = ranking.build_ranking_requests(
+                item.item_id,
+                item.role,
+                self.data.description(item.role),
+                item.question,
+                answer.text or "",
+                baseline,
+                policy=self.order_policy,
+                seed=self.settings.seed,
+                template=self.judge_template,
+                reference=reference,
+                missing_description=self.judge_missing,
+                params=self.judge_params(),
+            )
+            plans[index] = requests
+        calls = [
+            ModelCall(judge.role, STAGE, request.request)
+            for index, requests in plans.items()
+            for judge in judges
+            for request in requests
+        ]
+        replies: list[Completion] = (yield calls) if calls else []
+        return self._outcome(samples, answers, items, raw, plans, skipped, replies)
+
+    def _outcome(
+        self,
+        samples: list[Sample],
+        answers: list[Completion],
+        items: dict[str, dataset.RoleBenchItem],
+        raw: dict[str, tuple[str, ...]],
+        plans: dict[int, tuple[ranking.RankingRequest, ...]],
+        skipped: dict[int, str],
+        replies: list[Completion],
+    ) -> TaskOutcome:
+        judges = self.settings.judges
+        reply_iter = iter(replies)
+        records = []
+        verdicts: dict[str, list[ranking.ItemVerdict]] = {j.label: [] for j in judges}
+        for index, (sample, answer) in enumerate(zip(samples, answers)):
+            item = items[sample.sample_id]
+            references = {m: (raw[item.item_id] if m == "RAW" else item.references) for m in sample.fields["metrics"]}
+            rouge: dict[str, Any] = {}
+            scores: dict[str, float | None] = {}
+            for metric, refs in references.items():
+                if answer.ok:
+                    rouge[metric] = self._rouge(answer.text or "", refs)
+                    scores[metric] = rouge[metric]["score"]
+                else:
+                    scores[metric] = None
+            baseline, _ = self._baseline(item)
+            judgments: list[dict[str, Any]] = []
+            item_verdicts: dict[str, dict[str, Any]] = {}
+            for judge in judges:
+                if index in skipped:
+                    continue
+                if index not in plans:
+                    verdict = ranking.ItemVerdict("unscored", reason=f"generation failed: {answer.error}")
+                else:
+                    parsed = []
+                    for request in plans[index]:
+                        reply = next(reply_iter)
+                        single = ranking.verdict_from_completion(reply, request.model_label)
+                        parsed.append(single)
+                        judgments.append(
+                            {
+                                "judge": judge.label,
+                                "order": request.order,
+                                "model_label": request.model_label,
+                                "prompt": _messages(request.request),
+                                "reply": reply.text,
+                                "error": reply.error,
+                                "outcome": single.outcome,
+                                "reason": single.reason,
+                                "usage": _usage(reply),
+                            }
+                        )
+                    if len(parsed) == 2:
+                        verdict = ranking.combine_orders(parsed[0], parsed[1])
+                    else:
+                        verdict = ranking.single_order(parsed[0])
+                verdicts[judge.label].append(verdict)
+                item_verdicts[judge.label] = {
+                    "outcome": verdict.outcome,
+                    "inconsistent": verdict.inconsistent,
+                    "reason": verdict.reason,
+                }
+            records.append(
+                {
+                    "schema": 1,
+                    "task": self.name,
+                    "sample_id": sample.sample_id,
+                    "unit": sample.unit,
+                    "item_id": item.item_id,
+                    **sample.fields,
+                    "prompt": _messages(self.generation_request(sample)),
+                    "answer": answer.text,
+                    "answer_error": answer.error,
+                    "finish_reason": answer.finish_reason,
+                    "answer_usage": _usage(answer),
+                    "answer_notes": list(answer.notes),
+                    "references": {m: list(r) for m, r in references.items()},
+                    "rouge": rouge,
+                    "scores": scores,
+                    "unscored_reason": None if answer.ok else f"generation failed: {answer.error}",
+                    "baseline_answer": baseline,
+                    "win_rate_skipped": skipped.get(index) if judges else None,
+                    "judgments": judgments,
+                    "verdicts": item_verdicts,
+                }
+            )
+        return TaskOutcome(records, self._results(records, verdicts, skipped), self._all_warnings(records, skipped))
+
+    def _all_warnings(self, records: list[dict[str, Any]], skipped: dict[int, str]) -> list[str]:
+        warnings = list(self.warnings)
+        if self.settings.judges and skipped:
+            reasons: dict[str, int] = {}
+            for why in skipped.values():
+                reasons[why] = reasons.get(why, 0) + 1
+            warnings.append(
+                f"win rate: {len(skipped)} of {len(records)} item(s) have no RoleGPT baseline answer "
+                "and were skipped (" + "; ".join(f"{n}x {why}" for why, n in reasons.items()) + ")"
+            )
+        return warnings
+
+    def _results(
+        self,
+        records: list[dict[str, Any]],
+        verdicts: dict[str, list[ranking.ItemVerdict]],
+        skipped: dict[int, str],
+    ) -> dict[str, Any]:
+        metrics: dict[str, dict[str, Any]] = {}
+        per_unit: dict[str, dict[str, Any]] = {r["item_id"]: dict(r["scores"]) for r in records}
+        for metric in ROUGE_METRICS:
+            metrics[metric] = self._rouge_summary(metric, records)
+        missing = {
+            m: [self._relative(f) for f in files] for m, files in self.data.not_computable().items()
+        }
+        metrics[AVG] = aggregation.average(metrics, missing)
+        names = dict(METRIC_NAMES)
+        judges = self.settings.judges
+        skipped_reasons: dict[str, int] = {}
+        for why in skipped.values():
+            skipped_reasons[why] = skipped_reasons.get(why, 0) + 1
+        details: dict[str, Any] = {}
+        for judge in judges:
+            summary = ranking.aggregate(verdicts[judge.label], n_skipped_no_baseline=len(skipped))
+            plain, adjusted = aggregation.win_rate_metrics(verdicts[judge.label], summary, skipped_reasons)
+            plain_key, adjusted_key = self._win_keys(judge.label)
+            metrics[plain_key], metrics[adjusted_key] = plain, adjusted
+            suffix = f" [{judge.label}]" if len(judges) > 1 else ""
+            names[plain_key] = f"win rate{suffix}"
+            names[adjusted_key] = f"win rate, ties ½{suffix}"
+            details[judge.label] = aggregation.win_rate_details(summary, skipped_reasons)
+            for record in records:
+                verdict = record["verdicts"].get(judge.label)
+                if verdict is None:
+                    continue
+                outcome = verdict["outcome"]
+                per_unit[record["item_id"]][plain_key] = aggregation.WIN_VALUES.get(outcome)
+                per_unit[record["item_id"]][adjusted_key] = aggregation.TIE_ADJUSTED_VALUES.get(outcome)
+        results: dict[str, Any] = {
+            "metrics": metrics,
+            "metric_names": names,
+            "items": aggregation.item_counts(records),
+            "per_unit": per_unit,
+        }
+        if judges:
+            results["win_rate"] = {
+                "order_policy": self.order_policy,
+                "judge_template": self.judge_template,
+                "judges": details,
+            }
+        return results
+
+    def _win_keys(self, label: str) -> tuple[str, str]:
+        if len(self.settings.judges) > 1:
+            return f"{WIN_RATE}[{label}]", f"{WIN_RATE_TIE_ADJUSTED}[{label}]"
+        return WIN_RATE, WIN_RATE_TIE_ADJUSTED
+
+    def _rouge_summary(self, metric: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+        source = self.data.metrics[metric]
+        if source.missing_files:
+            return aggregation.not_computed(
+                aggregation.missing_reason(self._relative(f) for f in source.missing_files)
+            )
+        with_metric = [r for r in records if metric in r["scores"]]
+        values = [r["scores"][metric] for r in with_metric if r["scores"][metric] is not None]
+        note = None
+        if metric == "RAW":
+            general = [r for r in records if r["subset"] == "general"]
+            unmatched = len(general) - len(with_metric)
+            if unmatched:
+                note = (
+                    f"{unmatched} of {len(general)} general item(s) have no original answer in "
+                    f"{self.layout.raw_file}: left out"
+                )
+        if not with_metric:
+            if note:
+                return aggregation.not_computed(note)
+            return aggregation.not_computed(f"no items in {self.layout.test_file('role_specific' if metric == 'SPE' else 'general')}")
+        return aggregation.rouge_summary(values, len(with_metric) - len(values), note)
+
+    def metric_kinds(self) -> dict[str, str]:
+        kinds = {m: "continuous" for m in (*ROUGE_METRICS, AVG)}
+        for judge in self.settings.judges:
+            for key in self._win_keys(judge.label):
+                kinds[key] = "verdict"
+        return kinds
+
+    # -- manifest ------------------------------------------------------------------------------
+
+    def _files(self) -> dict[str, str | None]:
+        """Every file the split can read, relative to the root: sha256, or None when missing."""
+        layout = self.layout
+        paths = [
+            layout.test_file("role_specific"),
+            layout.baseline_file("role_specific"),
+            layout.test_file("general"),
+            layout.baseline_file("general"),
+            layout.raw_file,
+            layout.descriptions_file,
+        ]
+        return {p: (_sha256(self.root / p) if (self.root / p).is_file() else None) for p in paths}
+
+    def manifest(self) -> dict[str, Any]:
+        if self._manifest is not None:
+            return self._manifest
+        raw = self._raw_references()
+        selected_general = self._selected["general"]
+        self._manifest = {
+            "task": self.name,
+            "version": self.version,
+            "protocol": {"name": PROTOCOL, "description": PROTOCOL_DESCRIPTION},
+            "data": {
+                "dataset": dataset.HUB_REPO_ID,
+                "split": self.split_name,
+                "language": self.language,
+                "source": self.source,
+                # The shipped copy's location depends on the checkout: its file hashes identify it.
+                "root": None if self.source == "shipped" else str(self.root.resolve()),
+                "files_sha256": self._files(),
+                "not_computable": {
+                    m: [self._relative(f) for f in files] for m, files in self.data.not_computable().items()
+                },
+                "limit": self.settings.limit,
+                "limit_rule": "first N rows of each test file (role_specific: SPE; general: CUS, and RAW where matched)",
+                "n_items": {
+                    "SPE": len(self._selected["role_specific"]),
+                    "CUS": len(selected_general) if not self.data.metrics["CUS"].missing_files else 0,
+                    "RAW": sum(1 for i in selected_general if i.item_id in raw),
+                },
+                "baseline_match": self.options["baseline_match"],
+                "notes": list(self.data.notes),
+            },
+            "roleplay_template": {
+                "name": self.template,
+                "system": prompts.TEMPLATES[self.template],
+                "missing_description_policy": self.prompt_missing,
+                "generation": GENERATION,
+                "answer_params": _params(self.answer_params()),
+                "default_max_tokens": DEFAULT_ANSWER_MAX_TOKENS,
+            },
+            "role_descriptions": {
+                "file": self.layout.descriptions_file,
+                "present": self.data.descriptions is not None,
+                "roles_without_description": self.roles_without_description,
+                "role_prompt_policy": self.prompt_missing,
+                "judge_prompt_policy": self.judge_missing,
+            },
+            "rouge": {
+                "package": f"rouge-score {_version('rouge-score')}",
+                "measure": "rougeL F",
+                "stemmer": False,
+                "tokenizer": self.tokenizer,
+                "jieba": _version("jieba") if self.tokenizer.startswith("jieba") else None,
+                "reference_policy": self.reference_policy,
+                "raw_and_cus": "one answer per general item, scored against both reference sets",
+            },
+            "win_rate": {
+                "uses_judges": bool(self.settings.judges),
+                "opponent": "RoleGPT answer from rolegpt_baseline.jsonl",
+                "judge_template": self.judge_template,
+                "rendering": ranking.RENDERING,
+                "comparison": "pairwise against the baseline, anonymised as model_1 / model_2",
+                "order_policy": self.order_policy,
+                "seed": self.settings.seed if self.order_policy == "random-order" else None,
+                "ties": "equal ranks, or (both-orders) disagreeing orders, count as ties",
+                "judge_reference": self.options["judge_reference"],
+                "judge_params": _params(self.judge_params()),
+                "greedy_top_p_policy": "not applicable: top_p is not sent to the judge",
+            },
+            "uses_judges": bool(self.settings.judges),
+            "unscored_policy": "exclude",
+            "options": dict(self.options),
+        }
+        return self._manifest
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+

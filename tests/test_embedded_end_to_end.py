@@ -1,0 +1,83 @@
+"""The real path: the embedded SmolLM2 model through transformers, as a new user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rolebench_eval.cli import main
+from rolebench_eval.embedded import SMOKE_JUDGE_WARNING
+
+pytestmark = pytest.mark.slow
+
+ARGS = ["--tasks", "personagym-light", "--limit", "1", "--max-tokens", "16", "--judge-max-tokens", "16", "--no-progress"]
+
+
+def run_dir(results: Path) -> Path:
+    (path,) = list((results / "runs").iterdir())
+    return path
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_killed_run_resumes_and_a_rerun_makes_no_call(tmp_path: Path, capsys) -> None:
+    results = tmp_path / "results"
+    # A real process, killed (SIGKILL: no cleanup) once every answer is saved, mid-judging.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rolebench_eval.cli", "run", *ARGS, "--results-dir", str(results)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    deadline = time.monotonic() + 600
+    generation = None
+    while time.monotonic() < deadline and process.poll() is None:
+        runs = list((results / "runs").glob("*/calls/generation.jsonl")) if (results / "runs").exists() else []
+        if runs and len(runs[0].read_text().splitlines()) >= 5:
+            generation = runs[0]
+            break
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert generation is not None, process.stderr.read().decode()[-2000:]
+
+    assert main(["run", *ARGS, "--results-dir", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "model calls made: 0;" not in out  # judging had to finish
+    run = run_dir(results)
+    generation_calls = lines(run / "calls" / "generation.jsonl")
+    assert len(generation_calls) == 5  # no answer was generated twice
+    judging_calls = lines(run / "calls" / "judging.jsonl")
+    assert len({c["key"] for c in judging_calls}) == len(judging_calls) == 10  # 5 examples + 5 gradings
+
+    records = lines(run / "samples.jsonl")
+    assert len(records) == 5
+    for record in records:
+        assert record["answer"] and record["finish_reason"] in ("stop", "length")
+        assert record["answer_usage"]["completion_tokens"] <= 16
+        assert record["prompt"][0]["content"].startswith("Adopt the identity of ")
+        assert record["judgments"][0]["judge"] == "embedded"
+        assert record["judgments"][0]["reply"] is not None
+        # Whatever the tiny judge wrote, a record is either a 1..5 score or unscored with a reason.
+        assert (record["score"] in (1, 2, 3, 4, 5)) != (record["unscored_reason"] is not None)
+    results_json = json.loads((run / "results.json").read_text())
+    task = results_json["tasks"]["personagym-light"]
+    assert results_json["smoke_judge"] is True and results_json["smoke_warning"] == SMOKE_JUDGE_WARNING
+    assert task["items"]["n"] == 5 and task["items"]["n_scored"] + task["items"]["n_unscored"] == 5
+    assert SMOKE_JUDGE_WARNING in (run / "report.md").read_text()
+    assert SMOKE_JUDGE_WARNING in (tmp_path / "leaderboard.md").read_text()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["packages"]["transformers"] and manifest["model"]["identity"].startswith("hf:")
+    assert "OPENAI_API_KEY" not in json.dumps(manifest) or manifest["judges"][0]["backend"] != "openai"
+
+    first_results = (run / "results.json").read_text()
+    assert main(["run", *ARGS, "--results-dir", str(results)]) == 0
+    assert "model calls made: 0; reused from the run directory: 15" in capsys.readouterr().out
+    assert (run / "results.json").read_text() == first_results

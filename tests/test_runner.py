@@ -1,0 +1,183 @@
+"""The runner: numbers from recorded calls, no repeated call on rerun, resume after interruption,
+answer reuse across judges, and corrupted run directories."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rolebench_eval.cli import main
+from rolebench_eval.errors import RunDirectoryError
+from rolebench_eval.runner import RunConfig, Runner
+
+JUDGE = "openai:judge-a,base_url=http://127.0.0.1:9/v1"
+OTHER_JUDGE = "openai:judge-b,base_url=http://127.0.0.1:9/v1"
+
+
+def answer(request) -> str:
+    return "In character: " + request.messages[-1].content[:20]
+
+
+def examples(request) -> str:
+    return "\n".join(f'Score {k}: Response - "example {k}"' for k in range(1, 6))
+
+
+def judge_by_task(request) -> str:
+    """Scores by PersonaGym task, so the expected means are known: EA 4, TC 5, LH 3, PC 4, AJ 2."""
+    content = request.messages[-1].content
+    if "Score 1:" in content and "Evaluation" not in content:
+        return examples(request)
+    if request.messages[0].role == "user":  # the examples model is asked without a system message
+        return examples(request)
+    for needle, score in [("Expected Action", 4), ("Toxicity", 5), ("Linguistic", 3), ("Persona Consistency", 4), ("Action Justification", 2)]:
+        if f"Evaluation Task:\\n\\n{needle}" in content:
+            return f"(1) Evaluation: ok. Therefore, the final score is {score}"
+    return "(1) Evaluation: unknown task"
+
+
+def config(tmp_path: Path, judge: str = JUDGE, **kwargs) -> RunConfig:
+    return RunConfig(
+        tasks=["personagym-light"], judges=[judge], limit=2, results_dir=tmp_path / "results",
+        progress=False, max_tokens=16, **kwargs,
+    )
+
+
+def test_run_numbers_come_from_the_recorded_calls(tmp_path: Path, scripted_backends) -> None:
+    backends = scripted_backends({"embedded": answer, "judge-a": judge_by_task})
+    result = Runner(config(tmp_path), log=lambda m: None).run()
+    metrics = result.results["tasks"]["personagym-light"]["metrics"]
+    assert {k: metrics[k]["mean"] for k in ["EA", "TC", "LH", "PC", "AJ"]} == {"EA": 4, "TC": 5, "LH": 3, "PC": 4, "AJ": 2}
+    assert metrics["PersonaScore"]["mean"] == pytest.approx(3.6) and metrics["PersonaScore"]["n"] == 2
+    assert result.calls_made == {"generation": 10, "judging": 20}
+    assert len(backends["embedded"].requests) == 10 and len(backends["judge-a"].requests) == 20
+    run = result.run_dir
+    records = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 10 and records[0]["answer"].startswith("In character: ")
+    assert records[0]["judgments"][0]["score"] == 4
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["config_hash"] == result.results["config_hash"]
+    assert manifest["tasks"]["personagym-light"]["protocol"]["name"] == "opencharacter"
+    assert manifest["judges"][0]["base_url"] == "http://127.0.0.1:9/v1"
+    assert (tmp_path / "leaderboard.md").read_text().count("4.00 (.00)") >= 2
+    assert "Persona" in (run / "report.md").read_text()
+
+
+def test_rerun_makes_no_call_and_prints_the_same_results(tmp_path: Path, scripted_backends) -> None:
+    scripted_backends({"embedded": answer, "judge-a": judge_by_task})
+    first = Runner(config(tmp_path), log=lambda m: None).run()
+    results_before = (first.run_dir / "results.json").read_text()
+    backends = scripted_backends({"embedded": answer, "judge-a": judge_by_task})
+    second = Runner(config(tmp_path), log=lambda m: None).run()
+    assert second.calls_made == {"generation": 0, "judging": 0}
+    assert backends == {}  # no backend was even loaded
+    assert (second.run_dir / "results.json").read_text() == results_before
+
+
+def test_interrupted_run_resumes_without_repeating_a_call(tmp_path: Path, scripted_backends) -> None:
+    scripted_backends({"embedded": answer, "judge-a": judge_by_task}, fail_after={"judge-a": 7})
+    with pytest.raises(KeyboardInterrupt):
+        Runner(config(tmp_path), log=lambda m: None).run()
+    backends = scripted_backends({"embedded": answer, "judge-a": judge_by_task})
+    result = Runner(config(tmp_path), log=lambda m: None).run()
+    assert "embedded" not in backends  # all answers were saved before the interruption
+    assert len(backends["judge-a"].requests) == 20 - 7
+    assert result.calls_made == {"generation": 0, "judging": 13}
+    calls = (result.run_dir / "calls" / "judging.jsonl").read_text().splitlines()
+    assert len(calls) == 20 and len({json.loads(c)["key"] for c in calls}) == 20
+
+
+def test_partial_last_line_from_a_kill_is_redone(tmp_path: Path, scripted_backends) -> None:
+    scripted_backends({"embedded": answer, "judge-a": judge_by_task})
+    run = Runner(config(tmp_path), log=lambda m: None).run().run_dir
+    calls = run / "calls" / "judging.jsonl"
+    text = calls.read_text()
+    calls.write_text(text[: len(text) - 40])  # the process died while writing the last line
+    backends = scripted_backends({"embedded": answer, "judge-a": judge_by_task})
+    Runner(config(tmp_path), log=lambda m: None).run()
+    assert len(backends["judge-a"].requests) == 1
+
+
+def test_another_judge_reuses_the_answers(tmp_path: Path, scripted_backends) -> None:
+    scripted_backends({"embedded": answer, "judge-a": judge_by_task})
+    first = Runner(config(tmp_path), log=lambda m: None).run()
+    backends = scripted_backends({"embedded": answer, "judge-b": judge_by_task})
+    second = Runner(config(tmp_path, judge=OTHER_JUDGE), log=lambda m: None).run()
+    assert second.run_dir != first.run_dir
+    assert "embedded" not in backends and second.calls_made["generation"] == 0
+    manifest = json.loads((second.run_dir / "manifest.json").read_text())
+    assert manifest["answers_reused_from"] == [first.run_dir.name]
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert "`judge-a`" in board and "`judge-b`" in board and board.count("## personagym-light") == 2
+
+
+def test_corrupted_run_directory_is_reported_with_file_and_line(tmp_path: Path, scripted_backends, capsys) -> None:
+    scripted_backends({"embedded": answer, "judge-a": judge_by_task})
+    run = Runner(config(tmp_path), log=lambda m: None).run().run_dir
+    calls = run / "calls" / "generation.jsonl"
+    lines = calls.read_text().splitlines(keepends=True)
+    lines[3] = "{not json\n"
+    calls.write_text("".join(lines))
+    with pytest.raises(RunDirectoryError, match=r"generation.jsonl, line 4"):
+        Runner(config(tmp_path), log=lambda m: None).run()
+    (run / "manifest.json").write_text("{")
+    code = main(["run", "--tasks", "personagym-light", "--judge", JUDGE, "--limit", "2", "--max-tokens", "16",
+                 "--results-dir", str(tmp_path / "results"), "--no-progress"])
+    assert code == 2
+    assert "manifest.json is not valid JSON" in capsys.readouterr().err
+
+
+PLUGIN_TASK = '''
+from rolebench_eval.requests import ChatRequest, GenerationParams, Message
+from rolebench_eval.statistics import summarize
+from rolebench_eval.task_api import Sample, Task, TaskOutcome
+
+
+class ExactMatch(Task):
+    WORDS = ["alpha", "beta", "gamma"]
+
+    def samples(self):
+        return [Sample(f"w{i}", f"w{i}", {"word": w}) for i, w in enumerate(self.WORDS[: self.settings.limit])]
+
+    def generation_request(self, sample):
+        return ChatRequest((Message("user", "Repeat: " + sample.fields["word"]),), GenerationParams(max_tokens=8))
+
+    def evaluate(self, samples, answers):
+        yield []  # no judge stage: a plugin may skip straight to scoring
+        values = [float(a.text.strip().endswith(s.fields["word"])) for s, a in zip(samples, answers)]
+        records = [{"sample_id": s.sample_id, "unit": s.unit, "answer": a.text, "score": v}
+                   for s, a, v in zip(samples, answers, values)]
+        results = {"metrics": {"match": summarize(values, 0)}, "metric_names": {"match": "exact match"},
+                   "per_unit": {s.unit: {"match": v} for s, v in zip(samples, values)}}
+        return TaskOutcome(records, results)
+
+    def manifest(self):
+        return {"task": self.name, "version": self.version, "data": {"words": self.WORDS}}
+
+    def metric_kinds(self):
+        return {"match": "continuous"}
+
+
+def make(spec, settings):
+    return ExactMatch(spec.name, spec.version, settings)
+'''
+
+
+def test_a_task_folder_outside_the_project_runs_with_no_engine_change(tmp_path: Path, scripted_backends) -> None:
+    plugin = tmp_path / "my-plugins" / "exact"
+    plugin.mkdir(parents=True)
+    (plugin / "tasks.toml").write_text(
+        '[[task]]\nname = "exact-match"\nfactory = "impl:make"\nversion = "2"\nrequires_judge = false\n'
+    )
+    (plugin / "impl.py").write_text(PLUGIN_TASK)
+    scripted_backends({"embedded": lambda r: "beta" if "beta" in r.messages[0].content else "nope"})
+    result = Runner(
+        RunConfig(tasks=["exact-match"], limit=3, results_dir=tmp_path / "results", progress=False,
+                  include_paths=[str(tmp_path / "my-plugins")]),
+        log=lambda m: None,
+    ).run()
+    task = result.results["tasks"]["exact-match"]
+    assert task["metrics"]["match"]["mean"] == pytest.approx(1 / 3)
+    assert task["judges"] == [] or result.results["judges"] == []
+    assert "exact match" in (tmp_path / "leaderboard.md").read_text()
