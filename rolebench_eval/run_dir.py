@@ -6,7 +6,7 @@ results/runs/<model>__<tasks>__<hash>/
   calls/judging.jsonl    every call to judges and the examples model (append-only)
   samples.jsonl          per-sample records derived from the calls (prompt, answer, judge prompt,
                          judge reply, parsed score or the reason there is none)
-  results.json           the numbers (schema in rolebench_eval/results_schema.md)
+  results.json           the numbers (schema in the README, "The run directory")
   report.md              a short human-readable report
 """
 
