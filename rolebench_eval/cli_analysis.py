@@ -143,7 +143,7 @@ def _pair_text(pair: Any, markdown: bool) -> str:
         f"{bullet}a (baseline): {a.label}, {'baseline file' if a.is_baseline_file else 'run'} {a.run_id}",
         f"{bullet}b (candidate): {b.label}, {'baseline file' if b.is_baseline_file else 'run'} {b.run_id}",
         f"{bullet}tasks: {', '.join(pair.tasks)}; correction: {comparison.correction} across "
-        f"{len(comparison.metrics)} metrics; alpha {comparison.alpha:g}",
+        f"{len(comparison.metrics)} metric{'' if len(comparison.metrics) == 1 else 's'}; alpha {comparison.alpha:g}",
     ]
     if pair.mismatches:
         lines += ["", ("> **" if markdown else "") + "WARNING: compared with --allow-mismatch; these runs differ, "
@@ -243,6 +243,7 @@ def _baseline(args: argparse.Namespace) -> int:
 @_command("table")
 def _table(args: argparse.Namespace) -> int:
     from rolebench_eval.compare_runs import load_runs, measured_row
+    from rolebench_eval.errors import UsageError
     from rolebench_eval.paper_tables import list_tables, load_table, render_table
 
     if not args.name:
@@ -252,7 +253,12 @@ def _table(args: argparse.Namespace) -> int:
         return EXIT_OK
     table = load_table(args.name)
     rows = [measured_row(run, table, args.task) for run in load_runs(args.runs, args.results_dir)]
-    print(render_table(args.name, rows, fmt=args.format, allow_mismatch=args.allow_mismatch), end="")
+    try:
+        text = render_table(args.name, rows, fmt=args.format, allow_mismatch=args.allow_mismatch)
+    except UsageError as error:
+        # paper_tables speaks to Python callers; name the flag instead of the keyword argument.
+        raise UsageError(str(error).replace("allow_mismatch=True", "--allow-mismatch")) from None
+    print(text, end="")
     return EXIT_OK
 
 

@@ -245,7 +245,7 @@ def task_mismatches(task: str, a: LoadedRun, b: LoadedRun) -> list[str]:
     differ("protocol", ta.results.get("protocol"), tb.results.get("protocol"))
     if ta.results.get("protocol") == tb.results.get("protocol"):
         differ("protocol settings", _protocol(ta), _protocol(tb))
-    differ("judges", _judges(ta, a), _judges(tb, b))
+    differ("judge set", _judges(ta, a), _judges(tb, b))
     differ("task version", ta.results.get("version"), tb.results.get("version"))
     differ("unscored policy", ta.results.get("unscored_policy"), tb.results.get("unscored_policy"))
     ha, hb = _hashes(ta.manifest), _hashes(tb.manifest)
@@ -258,6 +258,8 @@ def task_mismatches(task: str, a: LoadedRun, b: LoadedRun) -> list[str]:
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, str) and len(value) >= 40 and all(c in "0123456789abcdefABCDEF" for c in value):
+        return value[:12] + "..."  # a hash: the prefix is enough to tell them apart
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str) if not isinstance(value, str) else value
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -432,34 +434,27 @@ def compare_pair(
 # PersonaScore in PersonaGym Table 1); results.json always says PersonaScore.
 _PERSONA_SCORE_COLUMNS = ("PersonaScore", "PScore-L", "PScore")
 _WIN_RATE_KEYS = ("win_rate", "WinRate", "win rate", "winrate")
-# RoleLLM tables are per language and split; a RoleBench task is matched by these words in its name.
-_TABLE_WORDS = {
-    "rolellm_en_instruction": (("en", "eng", "english"), ("instruction",)),
-    "rolellm_en_role": (("en", "eng", "english"), ("role",)),
-    "rolellm_zh_instruction": (("zh", "chinese"), ("instruction",)),
+# The RoleBench task each RoleLLM table reports (tasks/rolebench/tasks.toml).
+_TABLE_TASKS = {
+    "rolellm_en_instruction": "rolebench-en",
+    "rolellm_en_role": "rolebench-en-rolegen",
+    "rolellm_zh_instruction": "rolebench-zh",
 }
 
 
 def table_task(run: LoadedRun, table_name: str, benchmark: str, task: str | None = None) -> str:
-    """The task of `run` that a paper table's rows come from."""
+    """The task of `run` that a paper table's rows come from: --task, else the table's own task."""
     names = list(run.tasks)
     if task is not None:
         if task not in run.tasks:
             raise UsageError(f"run {run.run_id} has no task {task!r}.{did_you_mean(task, names)} Its tasks: {', '.join(names)}.")
         return task
-    if benchmark in run.tasks:
-        return benchmark
-    candidates = [name for name in names if name.startswith(benchmark)]
-    if table_name in _TABLE_WORDS and len(candidates) > 1:
-        languages, splits = _TABLE_WORDS[table_name]
-        words = lambda name: set(name.replace("_", "-").split("-"))  # noqa: E731
-        candidates = [n for n in candidates if words(n) & set(languages)] or candidates
-        candidates = [n for n in candidates if any(s in n for s in splits)] or candidates
-    if len(candidates) == 1:
-        return candidates[0]
+    expected = _TABLE_TASKS.get(table_name, benchmark)
+    if expected in run.tasks:
+        return expected
     raise UsageError(
-        f"run {run.run_id}: cannot tell which task feeds table {table_name} (benchmark {benchmark}); "
-        f"its tasks: {', '.join(names) or 'none'}. Name it with --task."
+        f"run {run.run_id} has no task {expected!r}, which table {table_name} reports; its tasks: "
+        f"{', '.join(names) or 'none'}. Name another task with --task (the output will still check protocol and judge)."
     )
 
 

@@ -88,7 +88,7 @@ def _scale(kind: str, highs: Sequence[float]) -> tuple[float, float, list[float]
     if kind == "likert":
         return 1.0, 5.0, [1, 2, 3, 4, 5], "{:.0f}"
     if kind == "verdict":
-        return 0.0, 1.0, [0, 0.25, 0.5, 0.75, 1.0], "{:.2f}"
+        return 0.0, 100.0, [0, 25, 50, 75, 100], "{:.0f}"  # drawn in percent, as the tables print it
     top = max([1.0, *[h for h in highs if h is not None and math.isfinite(h)]])
     top = math.ceil(top * 4) / 4
     return 0.0, top, [top * i / 4 for i in range(5)], "{:.2f}"
@@ -151,8 +151,9 @@ def bar_chart(title: str, kind: str, metrics: Sequence[tuple[str, str]], series:
             mean = summary.get("mean")
             if mean is None:
                 continue
-            y = y_of(mean)
-            ci = summary.get("ci95")
+            factor = 100.0 if kind == "verdict" else 1.0  # win rates: fractions in results.json, percent on screen
+            y = y_of(factor * mean)
+            ci = [factor * bound for bound in summary["ci95"]] if summary.get("ci95") else None
             x = x0 + s * bar_w
             text = f"{item.label} {label}: {format_metric(summary, kind)}, 95% CI {format_ci(summary, kind)}, n={summary.get('n', 0)}"
             bars.append({
@@ -306,29 +307,32 @@ def _task_kinds(task: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _charts(task_key: str, task: Mapping[str, Any], entries: Sequence[tuple[Series, Mapping[str, Any]]]) -> list[dict[str, Any]]:
-    """Charts of one comparable group of task results (one entry per run)."""
+    """Charts of one comparable group of task results (one entry per run); a chart with nothing
+    scored to draw is replaced by a line saying so (an empty axis looks like a bug)."""
     kinds = _task_kinds(task)
     names = dict(task.get("metric_names") or {})
     series = [s for s, _ in entries]
     charts: list[dict[str, Any]] = []
-    if all(axis in kinds for axis in PERSONAGYM_AXES):
+    summaries = [t.get("metrics", {}) for _, t in entries]
+    scored = {key for summary in summaries for key, value in summary.items() if value and value.get("mean") is not None}
+    if all(axis in kinds for axis in PERSONAGYM_AXES) and scored & set(PERSONAGYM_AXES):
         values = [{axis: (t.get("metrics", {}).get(axis) or {}).get("mean") for axis in PERSONAGYM_AXES} for _, t in entries]
         charts.append({"type": "radar", "title": f"{task_key}: the five PersonaGym metrics (means, 1-5)",
                        "chart": radar_chart(series, values)})
     by_kind: dict[str, list[tuple[str, str]]] = {}
     for key, kind in kinds.items():
-        label = key if kind != "likert" or key in PERSONAGYM_AXES else names.get(key, key)
-        by_kind.setdefault(kind, []).append((key, label))
+        if key in scored:
+            by_kind.setdefault(kind, []).append((key, key if key in PERSONAGYM_AXES else names.get(key, key)))
     for kind, metrics in by_kind.items():
-        summaries = [t.get("metrics", {}) for _, t in entries]
-        what = {"likert": "judge score, 1-5", "continuous": "mean", "verdict": "tie-adjusted win rate, fraction"}.get(kind, kind)
+        what = {"likert": "judge score, 1-5", "continuous": "mean", "verdict": "tie-adjusted win rate, percent"}.get(kind, kind)
         charts.append({"type": "bars", "chart": bar_chart(f"{task_key}: {what}, with 95% bootstrap CI", kind, metrics, series, summaries)})
         if kind != "verdict":
             frames = [pd.DataFrame.from_dict(t.get("per_unit") or {}, orient="index") for _, t in entries]
-            if any(not f.empty for f in frames):
-                unit = "persona" if "PersonaScore" in kinds else "unit"
-                charts.append({"type": "distribution",
-                               "chart": distribution_chart(f"{task_key}: per-{unit} scores", kind, metrics, series, frames)})
+            unit = "persona" if "PersonaScore" in kinds else "unit"
+            charts.append({"type": "distribution",
+                           "chart": distribution_chart(f"{task_key}: per-{unit} scores", kind, metrics, series, frames)})
+    if not charts:
+        charts.append({"type": "note", "text": f"{task_key}: no metric has a scored unit yet, so there is nothing to chart."})
     return charts
 
 

@@ -49,7 +49,7 @@ def render_leaderboard(all_results: list[dict[str, Any]]) -> str:
         "Runs with different protocols, judges or unscored policies are never mixed in one table.",
     ]
     if not groups:
-        lines += ["", "No runs yet: `rbe run --tasks personagym-light --limit 2`."]
+        lines += ["", "No runs yet: `rbe run --tasks personagym-light --limit 1`."]
     for (name, protocol, judges, policy, smoke), rows in sorted(groups.items(), key=lambda kv: kv[0][:4]):
         first_task = rows[0][1]
         keys = list(first_task.get("metrics", {}))

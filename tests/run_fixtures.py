@@ -48,8 +48,8 @@ def persona_values(n: int = 30, shift: float = 0.0, seed: int = 1, noise: float 
     """
     rng = np.random.default_rng(seed)
     rows: dict[str, dict[str, float]] = {}
-    for index in range(n):
-        unit = f"persona {index:02d}: a retired sailor from Lisbon"
+    units = list(base) if base is not None else [f"persona {i:02d}: a retired sailor from Lisbon" for i in range(n)]
+    for unit in units:
         row = {}
         for metric in PERSONAGYM_METRICS:
             start = base[unit][metric] if base is not None else float(rng.integers(8, 19)) / 4
@@ -73,32 +73,33 @@ def rolebench_values(n: int = 40, seed: int = 2, shift: float = 0.0,
     """Per-item ROUGE-L (CUS/RAW/SPE, one metric per item) and win/tie/loss verdicts."""
     rng = np.random.default_rng(seed)
     rows: dict[str, dict[str, Any]] = {}
-    for index in range(n):
-        item = f"item-{index:03d}"
+    items = list(base) if base is not None else [f"item-{i:03d}" for i in range(n)]
+    for index, item in enumerate(items):
         metric = ("CUS", "RAW", "SPE")[index % 3]
         start = base[item][metric] if base is not None else float(rng.uniform(0.2, 0.7))
         value = float(np.clip(start + (shift + rng.normal(0, 0.05) if base is not None else 0.0), 0, 1))
         verdict = ("win", "tie", "loss")[int(rng.integers(0, 3))]
-        rows[item] = {metric: value, "win_rate": verdict}
+        # As tasks/rolebench stores them: plain win rate (tie = 0) and tie-adjusted (tie = 0.5).
+        rows[item] = {metric: value, "win_rate": float(verdict == "win"),
+                      "win_rate_tie_adjusted": {"win": 1.0, "tie": 0.5, "loss": 0.0}[verdict]}
     return rows
 
 
 def rolebench_task(per_unit: dict[str, dict[str, Any]], **options: Any) -> TaskFixture:
-    options.setdefault("name", "rolebench-en-instruction")
+    options.setdefault("name", "rolebench-en")
     options.setdefault("protocol", "rolellm")
     options.setdefault("judges", ("gpt-3.5",))
-    kinds = {"CUS": "continuous", "RAW": "continuous", "SPE": "continuous", "win_rate": "verdict"}
-    return TaskFixture(per_unit=per_unit, kinds=kinds, metric_names={"win_rate": "win rate"}, **options)
+    kinds = {"CUS": "continuous", "RAW": "continuous", "SPE": "continuous", "win_rate": "verdict",
+             "win_rate_tie_adjusted": "verdict"}
+    names = {"win_rate": "win rate", "win_rate_tie_adjusted": "win rate, ties ½"}
+    return TaskFixture(per_unit=per_unit, kinds=kinds, metric_names=names, **options)
 
 
 def _summaries(task: TaskFixture) -> dict[str, Any]:
     summaries = {}
     for metric, kind in task.kinds.items():
         raw = [row.get(metric) for row in task.per_unit.values() if metric in row]
-        if kind == "verdict":
-            values = [{"win": 1.0, "tie": 0.5, "loss": 0.0}[v] for v in raw if v in ("win", "tie", "loss")]
-        else:
-            values = [float(v) for v in raw if v is not None]
+        values = [float(v) for v in raw if v is not None]
         summaries[metric] = summarize(values, n_unscored=len(raw) - len(values))
     return summaries
 

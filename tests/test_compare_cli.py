@@ -116,21 +116,21 @@ def test_rolebench_kinds_use_t_test_and_sign_test(tmp_path: Path, capsys: pytest
     assert code == 0
     metrics = {m["metric"]: m for m in json.loads(out)["comparisons"][0]["comparison"]["metrics"]}
     for metric in ("CUS", "RAW", "SPE"):
-        sa, sb = _series(a, "rolebench-en-instruction", metric), _series(b, "rolebench-en-instruction", metric)
+        sa, sb = _series(a, "rolebench-en", metric), _series(b, "rolebench-en", metric)
         expected = stats.ttest_rel(sb, sa[sb.index])
-        got = metrics[f"rolebench-en-instruction/{metric}"]
+        got = metrics[f"rolebench-en/{metric}"]
         assert got["test"] == "ttest_rel" and got["n_paired"] == 15
         assert got["p_value"] == pytest.approx(expected.pvalue)
         assert got["statistic"] == pytest.approx(expected.statistic)
-    score = {"win": 1.0, "tie": 0.5, "loss": 0.0}
-    va = pd.Series({u: score[r["win_rate"]] for u, r in base.items()})
-    vb = pd.Series({u: score[r["win_rate"]] for u, r in other.items()})
-    diff = vb - va
-    expected = stats.binomtest(int((diff > 0).sum()), int((diff != 0).sum()), 0.5)
-    got = metrics["rolebench-en-instruction/win_rate"]
-    assert got["kind"] == "verdict" and got["test"].startswith("sign test")
-    assert got["p_value"] == pytest.approx(expected.pvalue)
-    assert got["mean_a"] == pytest.approx(va.mean()) and got["mean_b"] == pytest.approx(vb.mean())
+    for metric in ("win_rate", "win_rate_tie_adjusted"):
+        va = pd.Series({u: r[metric] for u, r in base.items()})
+        vb = pd.Series({u: r[metric] for u, r in other.items()})
+        diff = vb - va
+        expected = stats.binomtest(int((diff > 0).sum()), int((diff != 0).sum()), 0.5)
+        got = metrics[f"rolebench-en/{metric}"]
+        assert got["kind"] == "verdict" and got["test"].startswith("sign test")
+        assert got["p_value"] == pytest.approx(expected.pvalue)
+        assert got["mean_a"] == pytest.approx(va.mean()) and got["mean_b"] == pytest.approx(vb.mean())
 
 
 def test_refuses_incompatible_runs_and_names_the_differences(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -142,13 +142,13 @@ def test_refuses_incompatible_runs_and_names_the_differences(tmp_path: Path, cap
     code, out, err = _run(capsys, "compare", str(a), str(b))
     assert code == 2 and out == ""
     assert "not comparable" in err
-    for what in ("protocol differs", "judges differs", "task version differs", "data hash data.questions_sha256 differs",
+    for what in ("protocol differs", "judge set differs", "task version differs", "data hash data.questions_sha256 differs",
                  "gpt-4o-2024-05-13", "--allow-mismatch"):
         assert what in err
 
     code, out, _ = _run(capsys, "compare", str(a), str(b), "--allow-mismatch", "--resamples", "99")
     assert code == 0
-    assert "WARNING: compared with --allow-mismatch" in out and "judges differs" in out
+    assert "WARNING: compared with --allow-mismatch" in out and "judge set differs" in out
     code, out, _ = _run(capsys, "compare", str(a), str(b), "--allow-mismatch", "--format", "json", "--resamples", "99")
     pair = json.loads(out)["comparisons"][0]
     assert pair["comparable"] is False and pair["allow_mismatch_used"] is True

@@ -63,7 +63,8 @@ OPTIONS: dict[str, str | None] = {
 }
 OPTION_CHOICES: dict[str, tuple[str, ...]] = {
     "reference_policy": rouge_metrics.REFERENCE_POLICIES,
-    "zh_tokenizer": tuple(t for t in rouge_metrics.TOKENIZERS if t != "default"),
+    # `default` is listed so that check_tokenizer explains why it cannot score Chinese.
+    "zh_tokenizer": rouge_metrics.TOKENIZERS,
     "win_rate_order": ranking.ORDER_POLICIES,
     "judge_reference": ("role-specific", "none"),
     "missing_description": ("omit", "empty"),
@@ -88,7 +89,7 @@ def _options(given: dict[str, str]) -> dict[str, str | None]:
         if key not in OPTIONS:
             raise unknown("RoleBench task option", key, OPTIONS)
         if key in OPTION_CHOICES and value not in OPTION_CHOICES[key]:
-            raise unknown(f"value of --task-option {key}", value, OPTION_CHOICES[key])
+            raise unknown(f"{key} value", value, OPTION_CHOICES[key])
         options[key] = value
     return options
 
