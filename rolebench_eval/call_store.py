@@ -22,12 +22,22 @@ SCHEMA_VERSION = 1
 
 
 class CallStore:
-    """The calls of one run directory, in one file per model role (generation, judges)."""
+    """The calls of one run directory, in one file per model role (generation, judges).
 
-    def __init__(self, path: Path):
+    `fallbacks` are the same files of other runs: a call missing here but answered there (same
+    model identity, same request, hence the same key) is copied over instead of being made again,
+    so re-judging or re-aggregating never repeats a model call. They are read only on a miss.
+    """
+
+    def __init__(self, path: Path, fallbacks: Sequence[Path] = (), *, keep_lines: bool = False):
         self.path = path
         self._answers: dict[str, Completion] = {}
         self._failures: dict[str, Completion] = {}
+        self._lines: dict[str, str] = {}
+        self._keep_lines = keep_lines
+        self._fallback_paths = [p for p in fallbacks if p != path]
+        self._fallbacks: list[CallStore] | None = None
+        self.reused_from: set[str] = set()
         self.dropped_partial_line = False
         if path.exists():
             self._load()
@@ -55,6 +65,8 @@ class CallStore:
             if completion.ok:
                 self._answers[key] = completion
                 self._failures.pop(key, None)
+                if self._keep_lines:
+                    self._lines[key] = line if line.endswith("\n") else line + "\n"
             elif key not in self._answers:
                 self._failures[key] = completion
 
@@ -64,7 +76,26 @@ class CallStore:
             handle.truncate(handle.tell() - tail_bytes)
 
     def answer(self, key: str) -> Completion | None:
-        return self._answers.get(key)
+        found = self._answers.get(key)
+        if found is not None or not self._fallback_paths:
+            return found
+        if self._fallbacks is None:
+            self._fallbacks = []
+            for path in self._fallback_paths:
+                try:
+                    self._fallbacks.append(CallStore(path, keep_lines=True))
+                except RunDirectoryError:
+                    continue  # another run's damage is reported when that run is used
+        for other in self._fallbacks:
+            line = other._lines.get(key)
+            if line is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self.path.open("a", encoding="utf-8") as handle:
+                    handle.write(line)
+                self._answers[key] = other._answers[key]
+                self.reused_from.add(other.path.parent.parent.name)
+                return self._answers[key]
+        return None
 
     def failure(self, key: str) -> Completion | None:
         return self._failures.get(key)
@@ -93,27 +124,6 @@ class CallStore:
             self._failures.pop(key, None)
         else:
             self._failures[key] = completion
-
-    def import_answers(self, other: CallStore, keys: set[str]) -> int:
-        """Copy successful answers for `keys` from another run's store (answer reuse)."""
-        count = 0
-        with other.path.open("r", encoding="utf-8") as source:
-            lines = [line for line in source if line.strip()]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as target:
-            for line in lines:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                key = entry.get("key")
-                if key in keys and key not in self._answers:
-                    completion = Completion.from_json(entry["completion"])
-                    if completion.ok:
-                        target.write(line if line.endswith("\n") else line + "\n")
-                        self._answers[key] = completion
-                        count += 1
-        return count
 
 
 def run_calls(

@@ -27,6 +27,7 @@ SAMPLES = "samples.jsonl"
 REPORT = "report.md"
 GENERATION_CALLS = "calls/generation.jsonl"
 JUDGING_CALLS = "calls/judging.jsonl"
+DERIVED_STAMP = "calls/derived-stamp.json"  # inputs of the derived files, for fast unchanged reruns
 
 
 def slug(text: str, limit: int = 40) -> str:

@@ -108,6 +108,7 @@ class Runner:
         self._backends: dict[str, Backend] = {}
         self.calls_made: dict[str, int] = {}
         self.calls_reused: dict[str, int] = {}
+        self.failed_calls = 0
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -195,6 +196,7 @@ class Runner:
             self._backend(spec).generate(batch, on_result)
 
         completions, made = run_calls(store, identity, spec.label, stage, requests, generate, advance)
+        self.failed_calls += sum(1 for completion in completions if not completion.ok)
         self.calls_made[kind] = self.calls_made.get(kind, 0) + made
         self.calls_reused[kind] = self.calls_reused.get(kind, 0) + len(requests) - made
         return completions
@@ -253,16 +255,28 @@ class Runner:
         for deviation in deviations:
             self.log(f"note: {deviation}")
 
-        generation_store = CallStore(run_path / rd.GENERATION_CALLS)
-        judging_store = CallStore(run_path / rd.JUDGING_CALLS)
+        cached = self._derived_if_current(run_path, config_hash)
+        if cached is not None:
+            if c.write_leaderboard:
+                from rolebench_eval.leaderboard import write_leaderboard
+
+                write_leaderboard(c.results_dir)
+            return cached
+        generation_store = CallStore(
+            run_path / rd.GENERATION_CALLS,
+            self._sibling_calls(c.results_dir, run_path, {model_identity}, rd.GENERATION_CALLS),
+        )
+        judge_identities_all = {spec_identity(s, options) for s in [*judges, *([examples_spec] if examples_spec else [])]}
+        judging_store = CallStore(
+            run_path / rd.JUDGING_CALLS,
+            self._sibling_calls(c.results_dir, run_path, judge_identities_all, rd.JUDGING_CALLS),
+        )
         if not (run_path / rd.RESULTS).exists():
             for spec in {s.label: s for s in [model, *judges, *([examples] if examples else [])]}.values():
                 if spec.backend == "openai":
                     preflight(spec)
         samples = {t.name: t.samples() for t in tasks}
         requests = [t.generation_request(s) for t in tasks for s in samples[t.name]]
-        if len(generation_store) == 0:
-            self._reuse_answers(c.results_dir, run_path, model_identity, generation_store, requests)
         answers = self._call(generation_store, model, "generate", requests, "generation")
         judge_models = [*judges, *([examples] if examples else [])]
         self._release(keep=judge_models)
@@ -278,33 +292,81 @@ class Runner:
             offset += n
         outcomes = self._drive(evaluations, roles, judging_store)
         self._release(keep=[])
+        self._record_reuse(run_path, generation_store, judging_store)
         results = self._write(run_path, manifest, tasks, outcomes, judges, model, smoke)
+        self._write_stamp(run_path, config_hash)
         if c.write_leaderboard:
             from rolebench_eval.leaderboard import write_leaderboard
 
             write_leaderboard(c.results_dir)
         return RunResult(run_path, results, dict(self.calls_made), dict(self.calls_reused))
 
-    def _reuse_answers(
-        self, root: Path, run_path: Path, identity: str, store: CallStore, requests: list[ChatRequest]
-    ) -> None:
-        keys = {r.cache_key(identity) for r in requests}
+    def _sibling_calls(
+        self, root: Path, run_path: Path, identities: set[str], calls_file: str
+    ) -> list[Path]:
+        """The same calls file of other runs that used one of these model identities."""
+        found = []
         for other in rd.find_runs(root):
-            if other == run_path or not (other / rd.GENERATION_CALLS).exists():
+            if other == run_path or not (other / calls_file).exists():
                 continue
             try:
                 manifest = json.loads((other / rd.MANIFEST).read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError):
                 continue
-            if manifest.get("model", {}).get("identity") != identity:
-                continue
-            count = store.import_answers(CallStore(other / rd.GENERATION_CALLS), keys)
-            if count:
-                self.log(f"reused {count} answer(s) from {other}")
-                manifest_path = run_path / rd.MANIFEST
-                current = json.loads(manifest_path.read_text(encoding="utf-8"))
-                current.setdefault("answers_reused_from", []).append(other.name)
-                rd.write_json_atomic(manifest_path, current)
+            used = {manifest.get("model", {}).get("identity")} if calls_file == rd.GENERATION_CALLS else {
+                j.get("identity") for j in [*manifest.get("judges", []), manifest.get("examples_model") or {}]
+            }
+            if used & identities:
+                found.append(other / calls_file)
+        return found
+
+    # The derived files (samples.jsonl, results.json, report.md) are a pure function of the
+    # configuration and the calls files. A stamp of those inputs lets an unchanged rerun print its
+    # results without re-reading every call; any new call, or a failed call to retry, re-derives.
+    def _stamp(self, run_path: Path, config_hash: str) -> dict[str, Any]:
+        files = {}
+        for name in (rd.GENERATION_CALLS, rd.JUDGING_CALLS):
+            path = run_path / name
+            stat = path.stat() if path.exists() else None
+            files[name] = [stat.st_size, stat.st_mtime_ns] if stat else None
+        from rolebench_eval import __version__
+
+        return {"config_hash": config_hash, "rbe_version": __version__, "calls_files": files}
+
+    def _write_stamp(self, run_path: Path, config_hash: str) -> None:
+        stamp = {
+            **self._stamp(run_path, config_hash),
+            "calls_used": {k: self.calls_made.get(k, 0) + self.calls_reused.get(k, 0) for k in ("generation", "judging")},
+            "failed_calls": self.failed_calls,
+        }
+        rd.write_json_atomic(run_path / rd.DERIVED_STAMP, stamp)
+
+    def _derived_if_current(self, run_path: Path, config_hash: str) -> RunResult | None:
+        try:
+            stamp = json.loads((run_path / rd.DERIVED_STAMP).read_text(encoding="utf-8"))
+            results = json.loads((run_path / rd.RESULTS).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+        current = self._stamp(run_path, config_hash)
+        if stamp.get("failed_calls", 1) or any(stamp.get(k) != v for k, v in current.items()):
+            return None
+        if results.get("config_hash") != config_hash:
+            return None
+        used = dict(stamp.get("calls_used", {}))
+        return RunResult(run_path, results, {kind: 0 for kind in used}, used)
+
+    def _record_reuse(self, run_path: Path, generation: CallStore, judging: CallStore) -> None:
+        if not (generation.reused_from or judging.reused_from):
+            return
+        for name, store in [("answers_reused_from", generation), ("judgments_reused_from", judging)]:
+            if store.reused_from:
+                self.log(f"{name.replace('_', ' ')}: {', '.join(sorted(store.reused_from))}")
+        manifest_path = run_path / rd.MANIFEST
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        for name, store in [("answers_reused_from", generation), ("judgments_reused_from", judging)]:
+            if store.reused_from:
+                manifest[name] = sorted(set(manifest.get(name, [])) | store.reused_from)
+        rd.write_json_atomic(manifest_path, manifest)
 
     def _drive(
         self, evaluations: dict[str, Evaluation], roles: dict[str, ModelSpec], store: CallStore

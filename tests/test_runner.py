@@ -181,3 +181,28 @@ def test_a_task_folder_outside_the_project_runs_with_no_engine_change(tmp_path: 
     assert task["metrics"]["match"]["mean"] == pytest.approx(1 / 3)
     assert task["judges"] == [] or result.results["judges"] == []
     assert "exact match" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_changing_only_the_aggregation_policy_makes_no_model_call(tmp_path: Path, scripted_backends) -> None:
+    scripted_backends({"embedded": answer, "judge-a": judge_by_task})
+    first = Runner(config(tmp_path), log=lambda m: None).run()
+    backends = scripted_backends({"embedded": answer, "judge-a": judge_by_task})
+    second = Runner(config(tmp_path, unscored_policy="reference-zero"), log=lambda m: None).run()
+    assert second.run_dir != first.run_dir
+    assert backends == {} and second.calls_made == {"generation": 0, "judging": 0}
+    manifest = json.loads((second.run_dir / "manifest.json").read_text())
+    assert manifest["judgments_reused_from"] == [first.run_dir.name]
+    assert second.results["tasks"]["personagym-light"]["unscored_policy"] == "reference-zero"
+
+
+def test_rerun_with_unchanged_calls_reads_the_derived_files(tmp_path: Path, scripted_backends, monkeypatch) -> None:
+    scripted_backends({"embedded": answer, "judge-a": judge_by_task})
+    first = Runner(config(tmp_path), log=lambda m: None).run()
+    import rolebench_eval.runner as runner
+
+    # A rerun whose calls files are unchanged must not even read them.
+    monkeypatch.setattr(runner, "CallStore", None)
+    second = Runner(config(tmp_path), log=lambda m: None).run()
+    assert second.results == first.results
+    assert second.calls_made == {"generation": 0, "judging": 0}
+    assert second.calls_reused == {"generation": 10, "judging": 20}

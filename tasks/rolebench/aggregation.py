@@ -81,7 +81,9 @@ def win_rate_metrics(
             ) + ")"
         else:
             reason = "no items"
-        return not_computed(reason), not_computed(reason)
+        plain, adjusted = not_computed(reason), not_computed(reason)
+        plain["n_unscored"] = adjusted["n_unscored"] = summary.n_unscored
+        return plain, adjusted
     note = (
         f"{summary.wins} won, {summary.ties} tied, {summary.losses} lost; "
         f"{summary.inconsistent} inconsistent ({100 * (summary.inconsistent_share or 0):.1f}%); "

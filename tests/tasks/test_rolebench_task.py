@@ -334,7 +334,7 @@ def test_random_order_and_several_judges() -> None:
     assert len(calls) == 6 * 2  # one order per item, two judges
     metrics = outcome.results["metrics"]
     assert metrics["win_rate[a]"]["mean"] == 1.0 and metrics["win_rate[a]"]["n"] == 6
-    assert metrics["win_rate[b]"]["mean"] is None
+    assert metrics["win_rate[b]"]["mean"] is None and metrics["win_rate[b]"]["n_unscored"] == 6
     assert "judge call failed: HTTP 500" in metrics["win_rate[b]"]["reason"]
     names = outcome.results["metric_names"]
     assert names["win_rate[a]"] == "win rate [a]"
