@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
@@ -33,6 +32,8 @@ def summarize(values: Sequence[float], n_unscored: int) -> dict[str, Any]:
     summary["mean"] = float(data.mean())
     summary["std"] = float(data.std(ddof=0))
     if data.size >= 2 and np.ptp(data) > 0:
+        from scipy import stats  # imported here: a cached rerun never computes, and scipy is slow to import
+
         result = stats.bootstrap(
             (data,),
             np.mean,
