@@ -36,16 +36,21 @@ def _results_dir(parser: argparse.ArgumentParser) -> None:
                         help="where run ids are looked up (default: ./results)")
 
 
-def _statistics_options(parser: argparse.ArgumentParser) -> None:
-    from rolebench_eval import paired_stats
+# Kept in step with rolebench_eval.paired_stats (tests check it); not imported here because pandas
+# and scipy take over a second to import and every `rbe` command builds this parser.
+CORRECTIONS = ("holm", "bh")
+DEFAULT_SEED = 0
+DEFAULT_RESAMPLES = 9999
 
+
+def _statistics_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("statistics")
-    group.add_argument("--correction", default="holm", choices=paired_stats.CORRECTIONS,
+    group.add_argument("--correction", default="holm", choices=CORRECTIONS,
                        help="multiple-comparison correction across metrics: holm (family-wise error, default) or bh (false discovery rate)")
     group.add_argument("--alpha", type=float, default=0.05, help="significance level after correction (default 0.05)")
-    group.add_argument("--seed", type=int, default=paired_stats.DEFAULT_SEED, help="bootstrap seed (default 0)")
-    group.add_argument("--resamples", type=int, default=paired_stats.DEFAULT_RESAMPLES,
-                       help=f"bootstrap resamples (default {paired_stats.DEFAULT_RESAMPLES})")
+    group.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed (default 0)")
+    group.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
+                       help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})")
     group.add_argument("--allow-mismatch", action="store_true",
                        help="compare runs whose protocol, judges, task version or data differ (flagged in the output)")
     group.add_argument("--fail-if-worse", action="append", default=[], metavar="METRIC:DELTA",

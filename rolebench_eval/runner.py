@@ -248,6 +248,12 @@ class Runner:
             "machine": machine(),
             "command": _sanitized_argv(),
         }
+        if not (run_path / rd.RESULTS).exists():
+            # Endpoints, keys and model names are checked before anything is written; a finished
+            # run is printed from its files even when its endpoints are gone.
+            for spec in {s.label: s for s in [model, *judges, *([examples] if examples else [])]}.values():
+                if spec.backend == "openai":
+                    preflight(spec)
         rd.open_run_dir(run_path, manifest)
         self.log(f"run directory: {run_path}")
         if smoke:
@@ -271,10 +277,6 @@ class Runner:
             run_path / rd.JUDGING_CALLS,
             self._sibling_calls(c.results_dir, run_path, judge_identities_all, rd.JUDGING_CALLS),
         )
-        if not (run_path / rd.RESULTS).exists():
-            for spec in {s.label: s for s in [model, *judges, *([examples] if examples else [])]}.values():
-                if spec.backend == "openai":
-                    preflight(spec)
         samples = {t.name: t.samples() for t in tasks}
         requests = [t.generation_request(s) for t in tasks for s in samples[t.name]]
         answers = self._call(generation_store, model, "generate", requests, "generation")
@@ -442,9 +444,11 @@ class Runner:
             "tasks": task_results,
         }
         rd.write_json_atomic(run_path / rd.RESULTS, results)
+        from rolebench_eval.html_report import write_run_html
         from rolebench_eval.report import render_run_report
 
         rd.write_text_atomic(run_path / rd.REPORT, render_run_report(results))
+        write_run_html(run_path)
         return results
 
 

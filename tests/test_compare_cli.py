@@ -192,3 +192,12 @@ def test_bad_input_exits_2(runs: dict[str, Path], capsys: pytest.CaptureFixture[
     assert code == 2 and "no run directory, baseline file or run id 'no-such-run'" in err
     code, _, err = _run(capsys, "compare", str(runs["a"]), str(runs["b"]), "--metrics", "Persona")
     assert code == 2 and "unknown metric 'Persona'" in err
+
+
+def test_cli_defaults_match_the_statistics_module() -> None:
+    # cli_analysis repeats these to avoid importing pandas/scipy when building the parser.
+    from rolebench_eval import cli_analysis, paired_stats
+
+    assert cli_analysis.CORRECTIONS == paired_stats.CORRECTIONS
+    assert cli_analysis.DEFAULT_SEED == paired_stats.DEFAULT_SEED
+    assert cli_analysis.DEFAULT_RESAMPLES == paired_stats.DEFAULT_RESAMPLES

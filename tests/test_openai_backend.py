@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import types
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -485,6 +484,19 @@ def test_real_server_generate(real_server: servers.ServerProcess) -> None:
         assert completion.finish_reason in ("stop", "length")
         assert completion.usage.prompt_tokens and completion.usage.prompt_tokens > 5
         assert completion.usage.completion_tokens and 0 < completion.usage.completion_tokens <= 8
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_real_server_wrong_model_name_fails_each_call_with_the_servers_reason(
+    real_server: servers.ServerProcess,
+) -> None:
+    # transformers serve lists the HF cache, not its pinned model, at /v1/models (empty here), so
+    # the preflight cannot catch a wrong --model; it answers each call with HTTP 400 instead.
+    # Pin that behaviour: every call is a failed call whose reason names the served model.
+    backend = OpenAIBackend("smollm2", TOLERANT, base_url=real_server.base_url)
+    [completion] = generate(backend, [request()])
+    assert_failed(completion, "HTTP 400", real_server.served_model)
 
 
 @pytest.mark.slow
