@@ -156,16 +156,18 @@ def _ls(args: argparse.Namespace) -> int:
     print("judges (any OpenAI-compatible model name or local path also works):")
     for name, what in KNOWN_JUDGES.items():
         print(f"  {name:<32} {what}")
-    print("protocols:")
+    print("protocols (per task: see the task lines above):")
     try:
         from rolebench_eval.tasks.personagym.protocols import PROTOCOLS
         from rolebench_eval.tasks.personagym.roleplay import TEMPLATES
 
         for name, protocol in PROTOCOLS.items():
             print(f"  {name:<22} {protocol.description}")
+        print("  rolellm                RoleBench: ROUGE-L CUS/RAW/SPE, and win rate against RoleGPT with --judge")
         print("role-play templates:")
         for name, template in TEMPLATES.items():
-            print(f"  {name:<22} {template.source}")
+            print(f"  {name:<22} PersonaGym: {template.source}")
+        print(f"  {'rolellm-en, rolellm-zh':<22} RoleBench: the RoleLLM system instruction, English or Chinese")
     except ImportError:
         pass
     return 0

@@ -64,7 +64,7 @@ def render_leaderboard(all_results: list[dict[str, Any]]) -> str:
             lines += ["", f"> **{SMOKE_JUDGE_WARNING}**"]
         header = ["model", "template", *[names.get(k, k) for k in keys], "units", "unscored items", "run"]
         table_rows = []
-        for results, task in sorted(rows, key=lambda r: -((r[1]["metrics"].get(keys[-1]) or {}).get("mean") or 0.0) if keys else 0):
+        for results, task in sorted(rows, key=lambda r: -_sort_value(r[1], keys)):
             metrics = task.get("metrics", {})
             units = max((m.get("n", 0) + m.get("n_unscored", 0) for m in metrics.values() if m), default=0)
             table_rows.append(
@@ -79,6 +79,18 @@ def render_leaderboard(all_results: list[dict[str, Any]]) -> str:
             )
         lines += ["", markdown_table(header, table_rows)]
     return "\n".join(lines) + "\n"
+
+
+def _sort_value(task: dict[str, Any], keys: list[str]) -> float:
+    """Rows sort by the task's primary metric, else by the last metric that has a value."""
+    metrics = task.get("metrics", {})
+    candidates = [task["primary_metric"]] if task.get("primary_metric") else []
+    candidates += list(reversed(keys))
+    for key in candidates:
+        mean = (metrics.get(key) or {}).get("mean")
+        if mean is not None:
+            return float(mean)
+    return float("-inf")
 
 
 def write_leaderboard(results_root: Path) -> Path:

