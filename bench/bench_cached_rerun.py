@@ -97,7 +97,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--personas", type=int, default=200)
     parser.add_argument("--protocol", default="opencharacter")
+    parser.add_argument("--build", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.build:
+        print(build(args.build, args.personas, args.protocol))
+        return
     start = time.perf_counter()
     baseline = json.loads(subprocess.run(
         [sys.executable, "-c", "import json, resource, rolebench_eval.cli, rolebench_eval.runner; "
@@ -107,8 +111,12 @@ def main() -> None:
     for personas in sorted({50, args.personas}):
         with tempfile.TemporaryDirectory() as tmp:
             results = Path(tmp) / "results"
+            # Built in its own process: a child's ru_maxrss includes its parent's peak at fork time
+            # (Linux keeps it across exec), so the measuring process must stay small.
             start = time.perf_counter()
-            run = build(results, personas, args.protocol)
+            run = Path(subprocess.run(
+                [sys.executable, __file__, "--build", str(results), "--personas", str(personas), "--protocol", args.protocol],
+                capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
             built = time.perf_counter() - start
             sizes = {p.name: p.stat().st_size / 2**20 for p in [run / "calls/generation.jsonl", run / "calls/judging.jsonl", run / "samples.jsonl"]}
             n = sum(1 for _ in (run / "samples.jsonl").open())

@@ -178,7 +178,7 @@ class OpenAIBackend:
             except openai.APIStatusError as exc:
                 # 400 and friends: this request is wrong (too long, bad parameter); retrying
                 # would give the same answer.
-                return Completion.failure(f"HTTP {exc.status_code}: {exc.message}")
+                return Completion.failure(f"HTTP {exc.status_code}: {_error_text(exc)}")
             except (IndexError, AttributeError, TypeError, ValueError) as exc:
                 last_error = f"malformed response: {exc!r}"
             delay = retry_after if retry_after is not None else random.uniform(0, min(60.0, 2.0**attempt))
@@ -189,6 +189,27 @@ class OpenAIBackend:
 
     def close(self) -> None:
         pass
+
+
+def _error_text(exc: Any) -> str:
+    """The server's own words: the client only keeps OpenAI-shaped bodies ({"error": {...}}),
+    while FastAPI servers answer {"detail": ...} and proxies plain text."""
+    message = str(getattr(exc, "message", "") or "")
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        detail = body.get("detail") or body.get("message") or body.get("error")
+        if detail and str(detail) not in message:
+            return f"{message}: {detail}" if message else str(detail)
+    elif body is None:
+        try:
+            text = exc.response.text.strip()
+        except (AttributeError, UnicodeDecodeError):
+            text = ""
+        if text and text[:500] not in message:
+            return f"{message}: {text[:500]}" if message else text[:500]
+    elif isinstance(body, str) and body and body not in message:
+        return f"{message}: {body[:500]}"
+    return message
 
 
 def _retry_after(exc: Any) -> float | None:
