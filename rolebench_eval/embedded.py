@@ -6,13 +6,13 @@ answer quality, and every output that it judged says so.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from rolebench_eval.backends.fingerprint import file_sha256
 from rolebench_eval.errors import BackendError
 
 EMBEDDED_NAME = "embedded"
@@ -43,14 +43,6 @@ def cache_dir() -> Path:
     """Where converted model copies are kept (RBE_CACHE_DIR, else ~/.cache/rolebench-eval)."""
     root = os.environ.get("RBE_CACHE_DIR") or Path.home() / ".cache" / "rolebench-eval"
     return Path(root)
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def safetensors_copy_dir(gguf: Path) -> Path:

@@ -34,17 +34,20 @@ class GenerationParams:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "stop": list(self.stop)}
+
 
 @dataclass(frozen=True)
 class ChatRequest:
     messages: tuple[Message, ...]
     params: GenerationParams = field(default_factory=GenerationParams)
 
+    def messages_json(self) -> list[dict[str, str]]:
+        return [{"role": m.role, "content": m.content} for m in self.messages]
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "messages": [asdict(m) for m in self.messages],
-            "params": {**asdict(self.params), "stop": list(self.params.stop)},
-        }
+        return {"messages": self.messages_json(), "params": self.params.to_json()}
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> ChatRequest:

@@ -11,6 +11,15 @@ _SAMPLE = 4 << 20
 _SMALL = 16 << 20
 
 
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a whole file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     size = path.stat().st_size

@@ -207,7 +207,7 @@ class PersonaGymTask(Task):
                 else:
                     examples[index] = processed
                 example_info[index] = {
-                    "prompt": _messages(call.request),
+                    "prompt": call.request.messages_json(),
                     "reply": reply.text,
                     "error": reply.error,
                     "processed": processed,
@@ -218,6 +218,7 @@ class PersonaGymTask(Task):
         graded = [[i for i in b if examples.get(i) is not None] for b in batches]
         graded = [b for b in graded if b]
         grading_calls = []
+        grading_requests = []
         for batch in graded:
             first = samples[batch[0]]
             request = grading_request(
@@ -230,16 +231,17 @@ class PersonaGymTask(Task):
                 ],
                 params,
             )
+            grading_requests.append(request)
             grading_calls += [ModelCall(j.role, "rubric_grading", request) for j in judges]
         grading_replies = yield grading_calls
-        return self._outcome(samples, answers, batches, graded, example_info, grading_replies)
+        return self._outcome(samples, answers, graded, grading_requests, example_info, grading_replies)
 
     def _outcome(
         self,
         samples: list[Sample],
         answers: list[Completion],
-        batches: list[list[int]],
         graded: list[list[int]],
+        grading_requests: list[ChatRequest],
         example_info: dict[int, dict[str, Any]],
         grading_replies: list[Completion],
     ) -> TaskOutcome:
@@ -279,7 +281,11 @@ class PersonaGymTask(Task):
             reference_batches.append(
                 {"unit": first.unit, "metric": first.fields["metric"], "reference_scores": reference_scores}
             )
-        grading_prompts = self._grading_prompts(samples, answers, graded, example_info)
+        grading_prompts = {
+            index: request.messages_json()
+            for batch, request in zip(graded, grading_requests)
+            for index in batch
+        }
         records = []
         for index, sample in enumerate(samples):
             answer = answers[index]
@@ -297,7 +303,7 @@ class PersonaGymTask(Task):
                     "sample_id": sample.sample_id,
                     "unit": sample.unit,
                     **{k: v for k, v in sample.fields.items() if k != "persona"},
-                    "prompt": _messages(self.generation_request(sample)),
+                    "prompt": self.generation_request(sample).messages_json(),
                     "answer": answer.text,
                     "answer_error": answer.error,
                     "finish_reason": answer.finish_reason,
@@ -314,34 +320,6 @@ class PersonaGymTask(Task):
                 }
             )
         return TaskOutcome(records, self._results(records, reference_batches), list(self.warnings))
-
-    def _grading_prompts(
-        self,
-        samples: list[Sample],
-        answers: list[Completion],
-        graded: list[list[int]],
-        example_info: dict[int, dict[str, Any]],
-    ) -> dict[int, list[dict[str, str]]]:
-        prompts = {}
-        for batch in graded:
-            first = samples[batch[0]]
-            request = grading_request(
-                self.prompts,
-                self.rubrics[first.fields["category"]],
-                first.unit,
-                [
-                    (
-                        samples[i].fields["question"],
-                        answers[i].text or "",
-                        example_info[i]["delivered"] or "",
-                    )
-                    for i in batch
-                ],
-                self.judge_params(),
-            )
-            for index in batch:
-                prompts[index] = _messages(request)
-        return prompts
 
     def _results(
         self, records: list[dict[str, Any]], reference_batches: list[dict[str, Any]]
@@ -414,27 +392,15 @@ class PersonaGymTask(Task):
                 else "per judge batch",
                 "examples_character_indexing": self.protocol.examples_character_indexing,
                 "expected_judges": self.protocol.expected_judges,
-                "judge_params": _params(self.judge_params()),
+                "judge_params": self.judge_params().to_json(),
                 "greedy_top_p_policy": self.settings.greedy_top_p,
             },
             "roleplay_template": {
                 "name": self.template.name,
                 "system": self.template.system,
                 "source": self.template.source,
-                "answer_params": _params(self.answer_params()),
+                "answer_params": self.answer_params().to_json(),
             },
             "unscored_policy": self.settings.unscored_policy,
         }
 
-
-def _messages(request: ChatRequest) -> list[dict[str, str]]:
-    return [{"role": m.role, "content": m.content} for m in request.messages]
-
-
-def _params(params: GenerationParams) -> dict[str, Any]:
-    return {
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        "max_tokens": params.max_tokens,
-        "seed": params.seed,
-    }

@@ -30,12 +30,12 @@ items (CUS; RAW on those of them that have an original answer).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from rolebench_eval.backends.fingerprint import file_sha256
 from rolebench_eval.errors import unknown
 from rolebench_eval.judges import pairwise_ranking as ranking
 from rolebench_eval.requests import ChatRequest, Completion, GenerationParams
@@ -92,27 +92,6 @@ def _options(given: dict[str, str]) -> dict[str, str | None]:
             raise unknown(f"{key} value", value, OPTION_CHOICES[key])
         options[key] = value
     return options
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _messages(request: ChatRequest) -> list[dict[str, str]]:
-    return [{"role": m.role, "content": m.content} for m in request.messages]
-
-
-def _params(params: GenerationParams) -> dict[str, Any]:
-    return {
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        "max_tokens": params.max_tokens,
-        "seed": params.seed,
-    }
 
 
 def _usage(completion: Completion) -> dict[str, int | None]:
@@ -380,7 +359,7 @@ class RoleBenchTask(Task):
                                 "judge": judge.label,
                                 "order": request.order,
                                 "model_label": request.model_label,
-                                "prompt": _messages(request.request),
+                                "prompt": request.request.messages_json(),
                                 "reply": reply.text,
                                 "error": reply.error,
                                 "outcome": single.outcome,
@@ -406,7 +385,7 @@ class RoleBenchTask(Task):
                     "unit": sample.unit,
                     "item_id": item.item_id,
                     **sample.fields,
-                    "prompt": _messages(self.generation_request(sample)),
+                    "prompt": self.generation_request(sample).messages_json(),
                     "answer": answer.text,
                     "answer_error": answer.error,
                     "finish_reason": answer.finish_reason,
@@ -537,7 +516,7 @@ class RoleBenchTask(Task):
             layout.raw_file,
             layout.descriptions_file,
         ]
-        return {p: (_sha256(self.root / p) if (self.root / p).is_file() else None) for p in paths}
+        return {p: (file_sha256(self.root / p) if (self.root / p).is_file() else None) for p in paths}
 
     def manifest(self) -> dict[str, Any]:
         if self._manifest is not None:
@@ -574,7 +553,7 @@ class RoleBenchTask(Task):
                 "system": prompts.TEMPLATES[self.template],
                 "missing_description_policy": self.prompt_missing,
                 "generation": GENERATION,
-                "answer_params": _params(self.answer_params()),
+                "answer_params": self.answer_params().to_json(),
                 "default_max_tokens": DEFAULT_ANSWER_MAX_TOKENS,
             },
             "role_descriptions": {
@@ -603,7 +582,7 @@ class RoleBenchTask(Task):
                 "seed": self.settings.seed if self.order_policy == "random-order" else None,
                 "ties": "equal ranks, or (both-orders) disagreeing orders, count as ties",
                 "judge_reference": self.options["judge_reference"],
-                "judge_params": _params(self.judge_params()),
+                "judge_params": self.judge_params().to_json(),
                 "greedy_top_p_policy": "not applicable: top_p is not sent to the judge",
             },
             "uses_judges": bool(self.settings.judges),
