@@ -20,6 +20,7 @@ from rolebench_eval.embedded import (
     EMBEDDED_NAME,
     embedded_gguf_path,
 )
+from rolebench_eval.secrets import redact
 from rolebench_eval.errors import BackendError, UsageError, did_you_mean, unknown
 
 # name -> (module, class, what it is). Imported only when used.
@@ -56,7 +57,7 @@ class ModelSpec:
     def describe(self) -> dict[str, Any]:
         facts: dict[str, Any] = {"backend": self.backend, "model": self.model, "label": self.label}
         if self.base_url:
-            facts["base_url"] = self.base_url
+            facts["base_url"] = redact(self.base_url)
         if self.backend == "openai":
             facts["api_key_env"] = self.api_key_env
         if self.model_args:
@@ -69,8 +70,8 @@ class ModelSpec:
 
 
 def sanitize_model_args(model_args: str) -> str:
-    """Remove secret-looking values (api keys, tokens) from a key=value string."""
-    return re.sub(r"((?:api_?key|token|secret|password)[^=,]*)=([^,]*)", r"\1=***", model_args, flags=re.I)
+    """Remove secret-looking values (api keys, tokens, URL credentials) from a key=value string."""
+    return redact(model_args)
 
 
 def embedded_spec() -> ModelSpec:

@@ -31,6 +31,7 @@ from rolebench_eval.models import (
 )
 from rolebench_eval.provenance import git_revision, machine, package_versions
 from rolebench_eval.requests import ChatRequest, Completion
+from rolebench_eval.secrets import redact
 from rolebench_eval.task_api import Evaluation, JudgeSpec, ModelCall, RunSettings, Task, TaskOutcome
 from rolebench_eval.task_registry import TaskSpec, build_task, discover
 
@@ -458,6 +459,6 @@ class Runner:
 
 
 def _sanitized_argv() -> list[str]:
-    # Keys are read from the environment, never from flags; still, never echo a value that looks
-    # like one.
-    return ["<redacted>" if a.startswith(("sk-", "Bearer ")) else a for a in sys.argv]
+    # Keys are read from the environment, never from flags; a key inside --model-args or a URL
+    # must still not reach the manifest.
+    return [redact(argument) for argument in sys.argv]
