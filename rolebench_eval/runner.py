@@ -213,6 +213,7 @@ class Runner:
         model_identity = spec_identity(model, options)
         judge_identities = {j.label: spec_identity(j, options) for j in judges}
         examples_spec = examples or (judges[0] if judges else None)
+        task_manifests = {t.name: t.manifest() for t in tasks}
         config_core = {
             "model": {**model.describe(), "identity": model_identity},
             "judges": [{**j.describe(), "identity": judge_identities[j.label]} for j in judges],
@@ -228,11 +229,11 @@ class Runner:
                 "chat_template": options.chat_template,
                 "dtype": options.dtype,
             },
-            "tasks": {t.name: t.manifest() for t in tasks},
+            "tasks": task_manifests,
         }
         config_hash = _canonical_hash(config_core)
         generation_hash = _canonical_hash(
-            {"model": model_identity, "tasks": {t.name: t.manifest().get("data") for t in tasks},
+            {"model": model_identity, "tasks": {name: m.get("data") for name, m in task_manifests.items()},
              "settings": [settings.roleplay_template, settings.answer_max_tokens, settings.seed, settings.limit]}
         )
         run_path = c.results_dir / rd.RUNS_FOLDER / rd.run_dir_name(model.label, [t.name for t in tasks], config_hash)
