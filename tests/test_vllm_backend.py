@@ -213,11 +213,6 @@ def test_finish_reasons_length_and_stop(backend: VLLMBackend) -> None:
     assert stopped.text == (full.text or "")[: (full.text or "").index(stop)]
 
 
-def test_data_parallel_is_refused_with_advice() -> None:
-    with pytest.raises(BackendError, match="CUDA_VISIBLE_DEVICES"):
-        VLLMBackend("unused", BackendOptions(), data_parallel_size=2)
-
-
 def test_close_frees_the_engine_so_a_judge_engine_can_start(backend: VLLMBackend) -> None:
     """Runs last: it closes the module's engine."""
     import psutil
