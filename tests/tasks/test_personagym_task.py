@@ -149,3 +149,16 @@ def test_personagym_protocol_batches_of_five_two_judges_and_character_indexing()
     assert agreement["mean_abs_difference"] == pytest.approx(2.0)
     assert outcome.results["per_judge"]["j1"]["metrics"]["PersonaScore"]["mean"] == pytest.approx(4.0)
     assert any("uses 2 judge(s)" in w for w in make("personagym", limit=1).warnings)
+
+
+def test_greedy_top_p_policy_for_servers_that_reject_zero_is_named_and_recorded() -> None:
+    task = make("personagym-light", limit=1, greedy_top_p="one")
+    samples = task.samples()
+    example_calls, grading_calls, _ = drive(
+        task, samples, [Completion(text="a") for _ in samples], lambda calls: [verdict(3) for _ in calls]
+    )
+    assert {c.request.params.top_p for c in example_calls + grading_calls} == {1.0}
+    assert {c.request.params.temperature for c in grading_calls} == {0.0}
+    protocol = task.manifest()["protocol"]
+    assert protocol["greedy_top_p_policy"] == "one" and protocol["judge_params"]["top_p"] == 1.0
+    assert make("personagym-light", limit=1).manifest()["protocol"]["judge_params"]["top_p"] == 0.0
