@@ -11,6 +11,11 @@ _SAMPLE = 4 << 20
 _SMALL = 16 << 20
 
 
+def text_sha256(text: str) -> str:
+    """sha256 of a text (chat templates, prompts) as UTF-8."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     """sha256 of a whole file, read in chunks."""
     digest = hashlib.sha256()

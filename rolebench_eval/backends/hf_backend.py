@@ -12,7 +12,7 @@ from typing import Any
 
 from rolebench_eval.backends.base import BackendOptions, ResultCallback
 from rolebench_eval.backends.chat_format import load_chat_template, render_chat
-from rolebench_eval.backends.fingerprint import model_fingerprint
+from rolebench_eval.backends.fingerprint import model_fingerprint, text_sha256
 from rolebench_eval.embedded import ensure_safetensors_copy
 from rolebench_eval.errors import BackendError
 from rolebench_eval.requests import ChatRequest, Completion, Usage
@@ -77,7 +77,7 @@ class HFBackend:
     @property
     def identity(self) -> str:
         template = self._chat_template or ""
-        return f"hf:{self._fingerprint}:{self._options.system_prompt_policy}:{hash_text(template)}"
+        return f"hf:{self._fingerprint}:{self._options.system_prompt_policy}:{text_sha256(template)}"
 
     def describe(self) -> dict[str, Any]:
         import torch
@@ -92,7 +92,7 @@ class HFBackend:
             "dtype": self._dtype,
             "batch_size": self._options.batch_size,
             "context_length": self._context,
-            "chat_template_sha256": hash_text(
+            "chat_template_sha256": text_sha256(
                 self._chat_template or getattr(self._tokenizer, "chat_template", "") or ""
             ),
             "system_prompt_policy": self._options.system_prompt_policy,
@@ -209,11 +209,6 @@ class HFBackend:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-
-def hash_text(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _params_key(request: ChatRequest) -> tuple[Any, ...]:

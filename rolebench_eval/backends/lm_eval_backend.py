@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import gc
-import hashlib
 import importlib.metadata
 import json
 import re
@@ -30,6 +29,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from rolebench_eval.backends.base import BackendOptions, ResultCallback
 from rolebench_eval.backends.chat_format import load_chat_template, render_chat
+from rolebench_eval.backends.fingerprint import text_sha256
 from rolebench_eval.errors import BackendError, did_you_mean
 from rolebench_eval.requests import ChatRequest, Completion, Usage
 
@@ -86,9 +86,6 @@ def redact_model_args(args: dict[str, Any]) -> dict[str, Any]:
             safe[key] = value
     return safe
 
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class LMEvalBackend:
@@ -188,20 +185,20 @@ class LMEvalBackend:
             "backend": "lm-eval",
             "model_type": self.model_type,
             "model_args": args,
-            "chat_template_sha256": _sha256(self._chat_template) if self._chat_template else None,
+            "chat_template_sha256": text_sha256(self._chat_template) if self._chat_template else None,
             "system_prompt_policy": self.options.system_prompt_policy,
         }
         return json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
 
     def _template_sha256(self) -> str | None:
         if self._chat_template is not None:
-            return _sha256(self._chat_template)
+            return text_sha256(self._chat_template)
         template = getattr(getattr(self._lm, "tokenizer", None), "chat_template", None)
         if template is None:
             return None
         if not isinstance(template, str):  # some tokenizers hold several named templates
             template = json.dumps(template, sort_keys=True)
-        return _sha256(template)
+        return text_sha256(template)
 
     def _eos_string(self) -> str | None:
         """The stop string lm-eval appends to every request's `until`."""

@@ -46,8 +46,8 @@ from typing import Any
 
 from rolebench_eval.backends.base import BackendOptions, ResultCallback
 from rolebench_eval.backends.chat_format import load_chat_template, render_chat
-from rolebench_eval.backends.fingerprint import model_fingerprint
-from rolebench_eval.backends.hf_backend import hash_text, resolve_model_folder
+from rolebench_eval.backends.fingerprint import model_fingerprint, text_sha256
+from rolebench_eval.backends.hf_backend import resolve_model_folder
 from rolebench_eval.errors import BackendError
 from rolebench_eval.requests import ChatRequest, Completion, GenerationParams, Usage
 
@@ -173,7 +173,7 @@ class VLLMBackend:
                 self._fingerprint,
                 self._dtype,
                 self._options.system_prompt_policy,
-                hash_text(self._chat_template or ""),
+                text_sha256(self._chat_template or ""),
             )
         )
 
@@ -190,7 +190,7 @@ class VLLMBackend:
             "enforce_eager": self._enforce_eager,
             "seed": self._seed,
             "dtype": self._dtype,
-            "chat_template_sha256": hash_text(self._template_text()),
+            "chat_template_sha256": text_sha256(self._template_text()),
             "system_prompt_policy": self._options.system_prompt_policy,
             "overlength_policy": self._options.overlength_policy,
         }
