@@ -6,8 +6,20 @@ import difflib
 from collections.abc import Iterable
 
 
+# One exit-code table for every `rbe` command (documented in the README, "Exit codes").
+EXIT_OK = 0  # success
+EXIT_REGRESSION = 1  # `rbe regress` only: a significant drop beyond the allowed delta
+EXIT_USAGE = 2  # bad input or usage: a flag, a file, a line, a field (nothing was computed wrongly)
+EXIT_INCOMPLETE = 3  # a run is incomplete: a call failed after its retries, or nothing could be
+#                      scored; its files are written and a rerun resumes
+EXIT_INTERNAL = 4  # a bug in rbe: the traceback goes to a log file, whose path is printed
+EXIT_INTERRUPTED = 130  # Ctrl-C (the shell's convention); every finished call is saved
+
+
 class RbeError(Exception):
     """An error caused by the user's input or environment; the CLI prints it without a traceback."""
+
+    exit_code = EXIT_USAGE
 
 
 class UsageError(RbeError):

@@ -89,6 +89,10 @@ class Completion:
     error: str | None = None
     # Backend-specific facts worth keeping (e.g. "system message merged into user turn").
     notes: tuple[str, ...] = ()
+    # How many attempts this result took (backend retries and the runner's content retries), and
+    # why each earlier attempt failed, in order: a recovered fault stays visible.
+    attempts: int = 1
+    attempt_errors: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -101,6 +105,8 @@ class Completion:
             "usage": asdict(self.usage),
             "error": self.error,
             "notes": list(self.notes),
+            "attempts": self.attempts,
+            "attempt_errors": list(self.attempt_errors),
         }
 
     @staticmethod
@@ -111,6 +117,8 @@ class Completion:
             usage=Usage(**(data.get("usage") or {})),
             error=data.get("error"),
             notes=tuple(data.get("notes") or ()),
+            attempts=int(data.get("attempts") or 1),
+            attempt_errors=tuple(data.get("attempt_errors") or ()),
         )
 
     @staticmethod

@@ -75,6 +75,9 @@ class RunResult:
     results: dict[str, Any]
     calls_made: dict[str, int]
     calls_reused: dict[str, int]
+    # Why the run is incomplete (a call failed after its retries, nothing could be scored), one
+    # line each; empty when complete. The CLI exits EXIT_INCOMPLETE when it is not empty.
+    incomplete: list[str] = field(default_factory=list)
 
 
 class _Progress:

@@ -11,7 +11,7 @@ the run directory; task code never sees backends, caching or retries.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,11 +29,20 @@ class Sample:
     fields: Mapping[str, Any]  # task-specific metadata (persona, task, question, role...)
 
 
+ReplyCheck = Callable[[str], "str | None"]
+"""Says why a successful reply's text is unusable (e.g. "no '(N) Evaluation:' segment"), or None.
+
+A reply that fails its check is a failed call with that reason: the runner retries it (bounded),
+records every attempt, and a later run retries it again; it never reaches the task as a success.
+"""
+
+
 @dataclass(frozen=True)
 class ModelCall:
     model: str  # a model role: "judge:<label>" or "examples"
     stage: str  # e.g. "score_examples", "rubric_grading", "pairwise_ranking"
     request: ChatRequest
+    check: ReplyCheck | None = field(default=None, compare=False)  # content check of the reply
 
 
 @dataclass(frozen=True)
