@@ -318,6 +318,16 @@ def parse_ranking(reply: str, model_label: str) -> Verdict:
     return Verdict("win" if ranks[model_label] < ranks[other] else "loss")
 
 
+def reply_check(text: str) -> str | None:
+    """The runner's content check of a ranking reply (ModelCall.check): why it gives no verdict.
+
+    A reply without a parseable ranking is a failed call, asked again and never a verdict. Which
+    anonymous name the model had does not change whether a reply parses, only its outcome.
+    """
+    verdict = parse_ranking(text, ANONYMOUS_NAMES[0])
+    return f"no parseable ranking: {verdict.reason}" if verdict.outcome == "unparsed" else None
+
+
 def verdict_from_completion(completion: Completion, model_label: str) -> Verdict:
     """Like parse_ranking, but a failed judge call is unparsed, never a score."""
     if not completion.ok or completion.text is None:

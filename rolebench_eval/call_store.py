@@ -12,11 +12,13 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from rolebench_eval.errors import RunDirectoryError
 from rolebench_eval.requests import ChatRequest, Completion
+from rolebench_eval.task_api import ReplyCheck
 
 SCHEMA_VERSION = 1
 
@@ -43,16 +45,31 @@ class CallStore:
             self._load()
 
     def _load(self) -> None:
-        with self.path.open("r", encoding="utf-8") as handle:
-            lines = handle.readlines()
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise RunDirectoryError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line_number = data.count(b"\n", 0, exc.start) + 1
+            raise RunDirectoryError(
+                f"corrupted run directory: {self.path}, line {line_number}: not UTF-8 text. Delete "
+                "that line (its call will be redone) or the whole run directory."
+            ) from exc
+        lines = text.splitlines(keepends=True)
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
                 entry = json.loads(line)
                 key = entry["key"]
+                if not isinstance(key, str):
+                    raise TypeError(f"'key' is a {type(key).__name__}, not a string")
                 completion = Completion.from_json(entry["completion"])
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            # ValueError covers JSON syntax and wrongly typed fields, AttributeError a field that
+            # is not an object: a wrongly shaped line is named, never a traceback.
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 if number == len(lines) and not line.endswith("\n"):
                     # A run killed mid-write leaves a partial last line: that call is redone.
                     self.dropped_partial_line = True
@@ -126,6 +143,15 @@ class CallStore:
             self._failures[key] = completion
 
 
+@dataclass(frozen=True)
+class CallResult:
+    """One request's outcome in `run_calls`."""
+
+    completion: Completion  # as stored: a reply that failed its check is a failed call
+    made: bool  # sent in this run; False: a stored answer, or a duplicate of another request
+    unusable: str | None = None  # the check's reason when the last attempt's reply failed it
+
+
 def run_calls(
     store: CallStore,
     backend_identity: str,
@@ -134,13 +160,28 @@ def run_calls(
     requests: Sequence[ChatRequest],
     generate: Callable[[Sequence[ChatRequest], Callable[[int, Completion], None]], None],
     progress: Callable[[int], None] | None = None,
-) -> tuple[list[Completion], int]:
+    *,
+    checks: Sequence[ReplyCheck | None] | None = None,
+    content_attempts: int = 1,
+) -> list[CallResult]:
     """Answer `requests`, reusing stored answers and calling `generate` only for the rest.
 
-    Identical requests within one batch are sent once. Returns (completions, calls made).
+    Identical requests within one batch are sent once. `checks[i]` (optional) says why a reply
+    to request i is unusable: such a reply is asked again, up to `content_attempts` attempts in
+    all, and if the last one fails too it is stored as a failed call (text kept, error set), so a
+    later run retries it. A stored answer that fails its check is not reused but asked again.
     """
     keys = [request.cache_key(backend_identity) for request in requests]
-    results: list[Completion | None] = [store.answer(key) for key in keys]
+    check_of = list(checks) if checks is not None else [None] * len(requests)
+    results: list[Completion | None] = []
+    for key, check in zip(keys, check_of):
+        stored = store.answer(key)
+        # An answer stored before this check existed (or by another version) is not trusted.
+        if stored is not None and check is not None and check(stored.text or "") is not None:
+            stored = None
+        results.append(stored)
+    unusable: list[str | None] = [None] * len(requests)
+    made = [False] * len(requests)
     pending: dict[str, list[int]] = {}
     for index, (key, result) in enumerate(zip(keys, results)):
         if result is None:
@@ -149,19 +190,49 @@ def run_calls(
         progress(len(requests) - sum(len(v) for v in pending.values()))
     order = list(pending)
     to_send = [requests[pending[key][0]] for key in order]
+    send_checks = [check_of[pending[key][0]] for key in order]
+    # Attempts and the reasons of failed attempts so far, per position in `to_send`.
+    history: list[tuple[int, list[str]]] = [(0, []) for _ in to_send]
 
-    def on_result(position: int, completion: Completion) -> None:
+    def finish(position: int, completion: Completion, reason: str | None) -> None:
         key = order[position]
         store.append(key, model_label, stage, to_send[position], completion)
         for index in pending[key]:
             results[index] = completion
+            unusable[index] = reason
+        made[pending[key][0]] = True
         if progress:
             progress(len(pending[key]))
 
-    if to_send:
-        generate(to_send, on_result)
-    missing = [i for i, r in enumerate(results) if r is None]
-    for index in missing:
-        # A backend that forgot a request must not turn into a silent gap.
-        results[index] = Completion.failure("backend returned no result for this request")
-    return [r for r in results if r is not None], len(to_send)
+    def round_callback(positions: list[int], last: bool, retry: list[int]) -> Callable[[int, Completion], None]:
+        def on_result(sub_index: int, completion: Completion) -> None:
+            position = positions[sub_index]
+            before, errors = history[position]
+            attempts = before + completion.attempts
+            errors = [*errors, *completion.attempt_errors]
+            check = send_checks[position]
+            reason = check(completion.text or "") if check is not None and completion.ok else None
+            if reason is not None and not last:
+                history[position] = (attempts, [*errors, f"unusable reply: {reason}"])
+                retry.append(position)
+                return
+            merged = replace(completion, attempts=attempts, attempt_errors=tuple(errors))
+            if reason is not None:
+                merged = replace(merged, error=f"unusable reply: {reason} (after {attempts} attempt(s))")
+            finish(position, merged, reason)
+
+        return on_result
+
+    positions = list(range(len(to_send)))
+    for round_number in range(1, max(1, content_attempts) + 1):
+        if not positions:
+            break
+        retry: list[int] = []
+        last = round_number >= content_attempts
+        generate([to_send[p] for p in positions], round_callback(positions, last, retry))
+        positions = sorted(retry)
+    for index, result in enumerate(results):
+        if result is None:
+            # A backend that forgot a request must not turn into a silent gap.
+            results[index] = Completion.failure("backend returned no result for this request")
+    return [CallResult(r, m, u) for r, m, u in zip(results, made, unusable) if r is not None]

@@ -6,18 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from rolebench_eval import cli_checks
 from rolebench_eval.backends.base import BackendOptions
-from rolebench_eval.errors import RbeError, UsageError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
+from rolebench_eval.cli_checks import positive_int
+from rolebench_eval.cli_exits import run_command
+from rolebench_eval.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, UsageError
 
 
 def _key_values(items: list[str], flag: str) -> dict[str, str]:
@@ -42,44 +35,78 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
                         "options after commas: base_url=URL, api_key_env=VAR, label=NAME")
     p.add_argument("--judge-base-url", help="default OpenAI-compatible endpoint for API judges")
     p.add_argument("--examples-model", metavar="SPEC", help="model writing PersonaGym score examples (default: the first judge)")
-    p.add_argument("--protocol", help="judging protocol (PersonaGym: opencharacter, personagym)")
+    p.add_argument("--protocol", help="judging protocol (PersonaGym: opencharacter, opencharacter-full, personagym)")
     p.add_argument("--roleplay-template", help="role-play system prompt (PersonaGym: personagym, opencharacter)")
-    p.add_argument("--limit", type=_positive_int, help="first N personas (PersonaGym) or items per metric (RoleBench)")
+    p.add_argument("--limit", type=positive_int, help="first N personas (PersonaGym) or items per metric (RoleBench)")
     p.add_argument("--unscored-policy", default="exclude", choices=["exclude", "reference-zero"],
                    help="exclude (default): unscored items are counted, never scored; reference-zero: the reference code's zeros, only to reproduce published numbers")
-    p.add_argument("--max-tokens", type=_positive_int, help="override the protocol's max new tokens for answers (recorded)")
-    p.add_argument("--judge-max-tokens", type=_positive_int, help="override the protocol's max tokens for judge replies (recorded)")
+    p.add_argument("--max-tokens", type=positive_int, help="override the protocol's max new tokens for answers (recorded)")
+    p.add_argument("--judge-max-tokens", type=positive_int, help="override the protocol's max tokens for judge replies (recorded)")
     p.add_argument("--greedy-top-p", default="zero", choices=["zero", "one"],
                    help="judge top_p for greedy decoding: zero as the protocol sends it, or one for servers that reject 0 (vLLM)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed sent with answer requests")
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="where runs are written (default: ./results)")
     p.add_argument("--include-path", action="append", default=[], help="extra folder of task plugins (repeatable)")
     p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE", help="task-specific option (repeatable)")
+    p.add_argument("--model-revision", metavar="REV",
+                   help="the checkpoint's revision (tag, step, hash): recorded and part of the model's identity, so "
+                        "answers of another revision served under the same name are never reused")
+    p.add_argument("--fresh", action="store_true",
+                   help="reuse no stored answer or judgment: make every call of this run anew (the new calls win on later reruns)")
     g = p.add_argument_group("backend")
-    g.add_argument("--batch-size", type=_positive_int, default=16)
-    g.add_argument("--concurrency", type=_positive_int, default=8, help="concurrent requests to API endpoints")
-    g.add_argument("--device", default="auto")
-    g.add_argument("--dtype", default="auto")
+    g.add_argument("--batch-size", type=positive_int, default=16, help="prompts per batch (hf, lm-eval)")
+    g.add_argument("--concurrency", type=positive_int, default=8, help="concurrent requests to API endpoints (openai)")
+    g.add_argument("--device", default="auto", help="hf, lm-eval")
+    g.add_argument("--dtype", default="auto", help="hf, vllm")
     g.add_argument("--chat-template", help="Jinja chat template file overriding the model's own")
     g.add_argument("--system-prompt-policy", default="fail", choices=["fail", "merge"],
                    help="when a chat template rejects the system role: fail, or merge it into the first user turn (recorded)")
     g.add_argument("--overlength-policy", default="error", choices=["error", "skip"],
                    help="prompts longer than the context: error, or record as skipped (never truncated)")
-    g.add_argument("--request-timeout", type=float, default=120.0, help="seconds per API request")
-    g.add_argument("--max-retry-time", type=float, default=600.0, help="total seconds of retries per API request")
-    g.add_argument("--tensor-parallel-size", type=_positive_int, default=1)
-    g.add_argument("--pipeline-parallel-size", type=_positive_int, default=1)
-    g.add_argument("--data-parallel-size", type=_positive_int, default=1)
+    g.add_argument("--request-timeout", type=cli_checks.positive_float, default=120.0, help="seconds per API request (openai)")
+    g.add_argument("--max-retry-time", type=cli_checks.positive_float, default=600.0, help="total seconds of retries per API request (openai)")
+    g.add_argument("--tensor-parallel-size", type=positive_int, default=1)
+    g.add_argument("--pipeline-parallel-size", type=positive_int, default=1)
+    g.add_argument("--data-parallel-size", type=positive_int, default=1)
     g.add_argument("--distributed-executor-backend", choices=["mp", "ray"], help="vLLM executor (ray for multi-node)")
     g.add_argument("--enforce-eager", action="store_true", help="vLLM: skip torch.compile/CUDA graphs (starts ~4x faster on CPU)")
-    g.add_argument("--max-model-len", type=_positive_int, help="vLLM: context length to allocate")
+    g.add_argument("--max-model-len", type=positive_int, help="vLLM: context length to allocate")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-leaderboard", action="store_true", help="do not regenerate leaderboard.md")
+    p.add_argument("--no-wait", action="store_true",
+                   help="if another rbe run holds this run directory, exit 2 (naming its PID) instead of waiting for it")
+
+
+def _run_defaults() -> dict[str, object]:
+    parser = argparse.ArgumentParser()
+    _add_run_parser(parser.add_subparsers())
+    return vars(parser.parse_args(["run", "--tasks", "-"]))
+
+
+def _check_run_flags(args: argparse.Namespace) -> None:
+    """Refuse, before any call and any file, flags that are empty or cannot take effect."""
+    from rolebench_eval.models import judge_spec, model_under_test
+
+    cli_checks.check_not_blank({
+        "--tasks": args.tasks, "--model": args.model, "--base-url": args.base_url, "--judge": args.judge,
+        "--judge-base-url": args.judge_base_url, "--examples-model": args.examples_model,
+        "--model-args": args.model_args, "--protocol": args.protocol,
+        "--roleplay-template": args.roleplay_template, "--chat-template": args.chat_template,
+    })
+    cli_checks.check_results_dir(args.results_dir, must_exist=False)
+    model_backend = model_under_test(args.model, args.backend, args.base_url, args.model_args).backend
+    specs = [*args.judge, *([args.examples_model] if args.examples_model else [])]
+    backends = {model_backend, *(judge_spec(text, args.judge_base_url).backend for text in specs)}
+    if not args.judge:
+        backends.add("hf")  # the embedded judge, added when a task needs a judge
+    cli_checks.check_backend_flags(args, _run_defaults(), model_backend, backends)
 
 
 def _run(args: argparse.Namespace) -> int:
     from rolebench_eval.report import render_terminal
     from rolebench_eval.runner import RunConfig, Runner
+
+    _check_run_flags(args)
 
     vllm_kwargs = {
         "tensor_parallel_size": args.tensor_parallel_size,
@@ -126,6 +153,9 @@ def _run(args: argparse.Namespace) -> int:
         vllm_kwargs=vllm_kwargs,
         progress=False if args.no_progress else None,
         write_leaderboard=not args.no_leaderboard,
+        wait_for_lock=not args.no_wait,
+        model_revision=args.model_revision,
+        fresh=args.fresh,
     )
     result = Runner(config).run()
     print(render_terminal(result.results))
@@ -133,7 +163,13 @@ def _run(args: argparse.Namespace) -> int:
     reused = sum(result.calls_reused.values())
     print(f"\nmodel calls made: {made}; reused from the run directory: {reused}")
     print(f"wrote {result.run_dir} (results.json, samples.jsonl, report.md, manifest.json)")
-    return 0
+    if result.incomplete:
+        for reason in result.incomplete:
+            print(f"rbe: run incomplete: {reason}", file=sys.stderr)
+        print("rbe: exit 3 (run incomplete): the files above are written; a rerun of the same command "
+              "resumes", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    return EXIT_OK
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -141,6 +177,9 @@ def _ls(args: argparse.Namespace) -> int:
     from rolebench_eval.task_registry import discover
 
     registry = discover(args.include_path)
+    for why in registry.broken.values():
+        # Shown, not fatal to the listing: the other plugins and the built-in tasks still work.
+        print(f"rbe: error: broken {why}", file=sys.stderr)
     print("tasks:")
     for name, spec in sorted(registry.tasks.items()):
         protocols = spec.config.get("protocols")
@@ -170,21 +209,25 @@ def _ls(args: argparse.Namespace) -> int:
         print(f"  {'rolellm-en, rolellm-zh':<22} RoleBench: the RoleLLM system instruction, English or Chinese")
     except ImportError:
         pass
-    return 0
+    return EXIT_USAGE if registry.broken else EXIT_OK
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
     from rolebench_eval.leaderboard import write_leaderboard
 
+    cli_checks.check_results_dir(args.results_dir, must_exist=True)
     print(f"wrote {write_leaderboard(args.results_dir)}")
-    return 0
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rbe", description="rolebench-eval: evaluate role-playing language models")
+    parser = argparse.ArgumentParser(
+        prog="rbe", description="rolebench-eval: evaluate role-playing language models",
+        epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
-    ls = sub.add_parser("ls", help="list tasks, groups, backends, judges and protocols")
+    ls = sub.add_parser("ls", help="list tasks, groups, backends, judges and protocols (exit 2 if a task plugin is broken)")
     ls.add_argument("--include-path", action="append", default=[])
     lb = sub.add_parser("leaderboard", help="regenerate leaderboard.md from results/runs")
     lb.add_argument("--results-dir", type=Path, default=Path("results"))
@@ -195,21 +238,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"run": _run, "ls": _ls, "leaderboard": _leaderboard}
+EXIT_CODES_HELP = """exit codes (every command):
+  0    success
+  1    regression found (rbe regress only)
+  2    bad input or usage: a flag, file, line or field (named in the one-line message)
+  3    run incomplete: a call failed after its retries, or nothing could be scored;
+       the files are written and rerunning the same command resumes
+  4    internal error (a bug): the traceback is in the log file named in the message
+  130  interrupted (Ctrl-C); every finished call is saved"""
 
 
 def main(argv: list[str] | None = None) -> int:
     from rolebench_eval.cli_analysis import COMMANDS as ANALYSIS_COMMANDS
 
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return {**COMMANDS, **ANALYSIS_COMMANDS}[args.command](args)
-    except RbeError as exc:
-        print(f"rbe: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("rbe: interrupted; every finished call is saved, rerun the same command to resume", file=sys.stderr)
-        return 130
+    args = parser.parse_args(argv)  # usage errors: argparse prints them and exits 2
+    return run_command({**COMMANDS, **ANALYSIS_COMMANDS}[args.command], args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """`rbe compare`, `rbe regress`, `rbe baseline`, `rbe table` and `rbe report`: commands that read finished runs.
 
-Exit codes: 0 success (and every --fail-if-worse rule passed), 1 a rule failed (a significant drop
-beyond its allowance), 2 bad input (cli.main turns every RbeError into 2, argparse does the same).
+Exit codes (the table of errors.py, README "Exit codes"): 0 success (and every --fail-if-worse rule
+passed), 1 a rule failed (a significant drop beyond its allowance; `regress` and `compare` with
+rules), 2 bad input (cli_exits.run_command turns every RbeError into its exit code, argparse exits 2),
+4 internal error.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_OK = 0
-EXIT_REGRESSION = 1
+from rolebench_eval.cli_checks import check_results_dir, fraction, positive_int
+from rolebench_eval.errors import EXIT_OK, EXIT_REGRESSION
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -47,9 +49,9 @@ def _statistics_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("statistics")
     group.add_argument("--correction", default="holm", choices=CORRECTIONS,
                        help="multiple-comparison correction across metrics: holm (family-wise error, default) or bh (false discovery rate)")
-    group.add_argument("--alpha", type=float, default=0.05, help="significance level after correction (default 0.05)")
+    group.add_argument("--alpha", type=fraction, default=0.05, help="significance level after correction (default 0.05)")
     group.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed (default 0)")
-    group.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
+    group.add_argument("--resamples", type=positive_int, default=DEFAULT_RESAMPLES,
                        help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})")
     group.add_argument("--allow-mismatch", action="store_true",
                        help="compare runs whose protocol, judges, task version or data differ (flagged in the output)")
@@ -154,6 +156,10 @@ def _pair_text(pair: Any, markdown: bool) -> str:
         lines += ["", ("> **" if markdown else "") + "WARNING: compared with --allow-mismatch; these runs differ, "
                   "so the differences below are not comparable:" + ("**" if markdown else "")]
         lines += [("> - " if markdown else "  - ") + problem for problem in pair.mismatches]
+    if getattr(pair, "shown_differences", ()):
+        # Sampling-only settings (seed, limit): shown so a reader knows, not blocking.
+        lines += ["", f"{bullet}differences that do not affect comparability:"]
+        lines += [("  - " if markdown else "    ") + text for text in pair.shown_differences]
     if a.results.get("smoke_judge") or b.results.get("smoke_judge"):
         lines += ["", f"{bullet}note: judged by the embedded smoke-test judge; its scores carry no meaning"]
     lines.append("")
@@ -181,6 +187,7 @@ def _pair_dict(pair: Any) -> dict[str, Any]:
         "comparable": not pair.mismatches,
         "allow_mismatch_used": bool(pair.mismatches),
         "mismatches": list(pair.mismatches),
+        "non_blocking_differences": list(getattr(pair, "shown_differences", ())),
         "comparison": paired_stats.comparison_to_dict(pair.comparison),
         "not_compared": dict(pair.skipped),
         "gate": paired_stats.gate_to_dict(pair.gate) if pair.gate is not None else None,
@@ -247,7 +254,7 @@ def _baseline(args: argparse.Namespace) -> int:
 
 @_command("table")
 def _table(args: argparse.Namespace) -> int:
-    from rolebench_eval.compare_runs import load_runs, measured_row
+    from rolebench_eval.compare_runs import load_runs
     from rolebench_eval.errors import UsageError
     from rolebench_eval.paper_tables import list_tables, load_table, render_table
 
@@ -257,7 +264,9 @@ def _table(args: argparse.Namespace) -> int:
             print(f"{name:<24} {table.title} [{table.benchmark}; protocol {table.protocol}; judge {' + '.join(table.judges)}]")
         return EXIT_OK
     table = load_table(args.name)
-    rows = [measured_row(run, table, args.task) for run in load_runs(args.runs, args.results_dir)]
+    from rolebench_eval.table_rows import measured_rows
+
+    rows = [row for run in load_runs(args.runs, args.results_dir) for row in measured_rows(run, table, args.task)]
     try:
         text = render_table(args.name, rows, fmt=args.format, allow_mismatch=args.allow_mismatch)
     except UsageError as error:
@@ -286,6 +295,12 @@ def _report(args: argparse.Namespace) -> int:
         kwargs = {} if args.max_samples is None else {"max_samples": args.max_samples}
         print(f"wrote {html_report.write_run_html(run.run_dir, **kwargs)}")
         return EXIT_OK
+    check_results_dir(args.results_dir, must_exist=True)
+    for path in run_dir.find_runs(args.results_dir):
+        # The page renderers index into results.json; a corrupted one is named here, before any
+        # page is written, instead of failing halfway with a traceback.
+        if (path / run_dir.RESULTS).is_file():
+            run_dir.read_json(path / run_dir.RESULTS, "run results")
     if not args.no_run_pages:
         for path in run_dir.find_runs(args.results_dir):
             if (path / run_dir.RESULTS).is_file():

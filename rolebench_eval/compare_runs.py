@@ -5,9 +5,9 @@ A run is read from a run directory (manifest.json + results.json), a run id unde
 the manifest's comparability essentials in one self-contained JSON file). All three load into the
 same `LoadedRun`, so every command accepts any of them.
 
-This module decides *whether* two runs may be compared (protocol, judges, task version, data and
-prompt hashes, unscored policy) and lines their per-unit values up; the statistics live in
-`paired_stats`.
+This module decides *whether* two runs may be compared (every measurement setting of the task
+manifests, see `comparability`) and lines their per-unit values up; the statistics live in
+`paired_stats`, paper-table rows in `table_rows`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from rolebench_eval import comparability
 from rolebench_eval import run_dir as rd
 from rolebench_eval.errors import UsageError, did_you_mean
 
@@ -199,69 +200,39 @@ def export_baseline(run: LoadedRun, output: Path, name: str | None = None) -> Pa
 # Compatibility
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, Mapping):
-        return {prefix.rstrip("."): data}
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        flat.update(_flatten(value, f"{prefix}{key}."))
-    return flat
+def task_settings(task: TaskRun, run: LoadedRun) -> dict[str, Any]:
+    """The measurement settings of one task of a run (comparability.measurement_settings)."""
+    return comparability.task_measurement_settings(task.results, task.manifest, run.manifest)
 
 
-def _hashes(task_manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """Every value of the task manifest whose path names a hash (data.questions_sha256,
-    prompts_sha256.<file>, ...): the data and prompt files the numbers were computed from."""
-    return {
-        path: value
-        for path, value in _flatten(task_manifest).items()
-        if "sha256" in path or "hash" in path
-    }
+@dataclass(frozen=True)
+class TaskDifferences:
+    blocking: list[str]  # make the numbers incomparable
+    shown: list[str]  # sampling-only or prose: reported, not blocking
 
 
-def _judges(task: TaskRun, run: LoadedRun) -> list[str]:
-    labels = list(task.results.get("judges") or [])
-    identities = {j.get("label"): j.get("identity") for j in run.manifest.get("judges") or [] if isinstance(j, Mapping)}
-    # The identity (model file/weights hash, endpoint model name) catches two judges given the same label.
-    return sorted(f"{label} [{identities[label]}]" if identities.get(label) else str(label) for label in labels)
-
-
-def _protocol(task: TaskRun) -> Any:
-    described = task.manifest.get("protocol")
-    if isinstance(described, Mapping):
-        # The description is prose; every other field (batching, judge params) can change a score.
-        return {k: v for k, v in described.items() if k != "description"}
-    return task.results.get("protocol")
+def task_differences(task: str, a: LoadedRun, b: LoadedRun) -> TaskDifferences:
+    """Every measurement setting of `task` that differs between two runs, split into blocking and not."""
+    ta, tb = a.tasks[task], b.tasks[task]
+    la, lb = a.label or a.run_id, b.label or b.run_id
+    blocking: list[str] = []
+    shown: list[str] = []
+    for side, label in ((ta, la), (tb, lb)):
+        if not side.manifest:
+            blocking.append(f"{task}: settings unknown for {label} (no manifest); cannot check the data and settings it was measured with")
+    patterns = comparability.non_blocking_patterns(ta.manifest, tb.manifest)
+    for diff in comparability.differences(task_settings(ta, a), task_settings(tb, b), patterns):
+        text = f"{task}: {diff.name} differs ({la}: {_short(diff.a)}; {lb}: {_short(diff.b)})"
+        (blocking if diff.blocking else shown).append(text)
+    return TaskDifferences(blocking, shown)
 
 
 def task_mismatches(task: str, a: LoadedRun, b: LoadedRun) -> list[str]:
     """What differs between two runs' `task` in a way that makes their numbers incomparable."""
-    ta, tb = a.tasks[task], b.tasks[task]
-    problems = []
-
-    def differ(what: str, va: Any, vb: Any) -> None:
-        if va != vb:
-            problems.append(f"{task}: {what} differs ({a.label or a.run_id}: {_short(va)}; {b.label or b.run_id}: {_short(vb)})")
-
-    differ("protocol", ta.results.get("protocol"), tb.results.get("protocol"))
-    if ta.results.get("protocol") == tb.results.get("protocol"):
-        differ("protocol settings", _protocol(ta), _protocol(tb))
-    differ("judge set", _judges(ta, a), _judges(tb, b))
-    differ("task version", ta.results.get("version"), tb.results.get("version"))
-    differ("unscored policy", ta.results.get("unscored_policy"), tb.results.get("unscored_policy"))
-    ha, hb = _hashes(ta.manifest), _hashes(tb.manifest)
-    if not ha or not hb:
-        problems.append(f"{task}: data hashes unknown for {a.label if not ha else b.label} (no manifest); cannot check the data")
-    else:
-        for key in sorted(set(ha) | set(hb)):
-            differ(f"data hash {key}", ha.get(key), hb.get(key))
-    return problems
+    return task_differences(task, a, b).blocking
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, str) and len(value) >= 40 and all(c in "0123456789abcdefABCDEF" for c in value):
-        return value[:12] + "..."  # a hash: the prefix is enough to tell them apart
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str) if not isinstance(value, str) else value
-    return text if len(text) <= 80 else text[:77] + "..."
+_short = comparability.short
 
 
 def shared_tasks(a: LoadedRun, b: LoadedRun) -> list[str]:
@@ -377,6 +348,7 @@ class PairComparison:
     comparison: Any  # paired_stats.Comparison
     skipped: Mapping[str, str]
     gate: Any = None  # paired_stats.GateResult | None
+    shown_differences: tuple[str, ...] = ()  # settings that differ without blocking (seed, limit, ...)
 
 
 def compare_pair(
@@ -396,12 +368,15 @@ def compare_pair(
     from rolebench_eval import paired_stats
 
     tasks = shared_tasks(a, b)
-    mismatches = [problem for task in tasks for problem in task_mismatches(task, a, b)]
+    found = [task_differences(task, a, b) for task in tasks]
+    mismatches = [problem for item in found for problem in item.blocking]
+    shown = tuple(text for item in found for text in item.shown)
     if mismatches and not allow_mismatch:
         listing = "\n  - ".join(mismatches)
         raise UsageError(
             f"runs {a.label} ({a.run_id}) and {b.label} ({b.run_id}) are not comparable:\n  - {listing}\n"
-            "Numbers from different protocols, judges, task versions or data are not comparable; "
+            "Numbers measured with different settings (protocol, judges, task version, data, scoring "
+            "options) are not comparable; "
             "pass --allow-mismatch to compare them anyway (the output will say so)."
         )
     catalogue = metric_catalogue(a.tasks, tasks)
@@ -424,75 +399,4 @@ def compare_pair(
         label_a=a.label, label_b=b.label, correction=correction, alpha=alpha, seed=seed, n_resamples=n_resamples,
     )
     gate = paired_stats.regression_gate(comparison, resolved_rules) if resolved_rules else None
-    return PairComparison(a, b, tuple(tasks), tuple(mismatches), comparison, dict(aligned.skipped), gate)
-
-
-# --------------------------------------------------------------------------------------------------
-# Paper-table rows from runs
-
-# The PersonaScore column is named per paper (PScore-L in OpenCharacter Table 3, PScore in Table 5,
-# PersonaScore in PersonaGym Table 1); results.json always says PersonaScore.
-_PERSONA_SCORE_COLUMNS = ("PersonaScore", "PScore-L", "PScore")
-_WIN_RATE_KEYS = ("win_rate", "WinRate", "win rate", "winrate")
-# The RoleBench task each RoleLLM table reports (tasks/rolebench/tasks.toml).
-_TABLE_TASKS = {
-    "rolellm_en_instruction": "rolebench-en",
-    "rolellm_en_role": "rolebench-en-rolegen",
-    "rolellm_zh_instruction": "rolebench-zh",
-}
-
-
-def table_task(run: LoadedRun, table_name: str, benchmark: str, task: str | None = None) -> str:
-    """The task of `run` that a paper table's rows come from: --task, else the table's own task."""
-    names = list(run.tasks)
-    if task is not None:
-        if task not in run.tasks:
-            raise UsageError(f"run {run.run_id} has no task {task!r}.{did_you_mean(task, names)} Its tasks: {', '.join(names)}.")
-        return task
-    expected = _TABLE_TASKS.get(table_name, benchmark)
-    if expected in run.tasks:
-        return expected
-    raise UsageError(
-        f"run {run.run_id} has no task {expected!r}, which table {table_name} reports; its tasks: "
-        f"{', '.join(names) or 'none'}. Name another task with --task (the output will still check protocol and judge)."
-    )
-
-
-def measured_row(run: LoadedRun, table: Any, task: str | None = None) -> Any:
-    """A paper_tables.MeasuredRow for `table` (a PaperTable) from one task of a run."""
-    from rolebench_eval.paper_tables import Cell, MeasuredRow
-
-    name = table_task(run, table.name, table.benchmark, task)
-    results = run.tasks[name].results
-    metrics = results.get("metrics") or {}
-    column_ids = [column.id for column in table.columns]
-    values: dict[str, Any] = {}
-    for column in table.columns:
-        if column.id in _PERSONA_SCORE_COLUMNS:
-            keys: tuple[str, ...] = ("PersonaScore", column.id)
-        elif column.id == "win_rate":
-            keys = _WIN_RATE_KEYS
-        else:
-            keys = (column.id,)
-        summary = next((metrics[k] for k in keys if isinstance(metrics.get(k), Mapping)), None)
-        if summary is None or summary.get("mean") is None:
-            continue
-        if column.unit == "percent":
-            # results.json keeps win rates as fractions (formatting.format_metric multiplies by 100).
-            mean = float(summary["mean"])
-            values[column.id] = Cell(mean=100 * mean, n=summary.get("n"))
-        elif column.unit == "rouge_l_f":
-            values[column.id] = Cell(mean=float(summary["mean"]), n=summary.get("n"))  # RoleLLM prints no std
-        else:
-            values[column.id] = Cell(mean=float(summary["mean"]), std=summary.get("std"), n=summary.get("n"))
-    if not values:
-        raise UsageError(
-            f"run {run.run_id}, task {name}: no scored metric for the columns of {table.name} "
-            f"({', '.join(column_ids)}); its metrics: {', '.join(k for k, v in metrics.items() if v and v.get('mean') is not None) or 'none scored'}."
-        )
-    return MeasuredRow(
-        label=run.label or run.model_label,
-        protocol=str(results.get("protocol") or "-"),
-        judge=tuple(results.get("judges") or ("none",)),
-        values=values,
-    )
+    return PairComparison(a, b, tuple(tasks), tuple(mismatches), comparison, dict(aligned.skipped), gate, shown)

@@ -390,13 +390,23 @@ def render_run_html(run_path: Path, max_samples: int = RUN_PAGE_MAX_SAMPLES) -> 
             # lookup would find the method first.
             "item_counts": task.get("items"),
             "unscored_reasons": list(((task.get("items") or {}).get("unscored_reasons") or {}).items()),
+            "judgments": (task.get("items") or {}).get("judgments"),
+            "empty_answers": (task.get("items") or {}).get("empty_answers"),
+            "judgment_reasons": list((((task.get("items") or {}).get("judgments") or {}).get("unscored_reasons") or {}).items()),
             "warnings": list(task.get("warnings") or []),
         })
+    calls = results.get("calls") or {}
     samples = read_samples(run_path, label, max_samples)
     return _environment().get_template("run.html.j2").render(
         title=f"rolebench-eval run {results.get('run_id', run_path.name)}",
         results=results,
         tasks=tasks,
+        # The calls section: a faulty endpoint shows here even when every call recovered.
+        calls_total=calls.get("total"),
+        calls_rows=[{**row, "retry_reasons": list((row.get("attempt_errors") or {}).items()),
+                     "fail_reasons": list((row.get("failure_reasons") or {}).items())}
+                    for row in calls.get("by_role") or []],
+        incomplete=list(results.get("incomplete") or []),
         sample_sets=[samples],
         max_samples=max_samples,
         generated=_now(),
@@ -412,16 +422,23 @@ def write_run_html(run_path: Path, max_samples: int = RUN_PAGE_MAX_SAMPLES) -> P
 
 
 def _groups(runs: Sequence[tuple[Path, dict[str, Any]]], output_dir: Path) -> list[dict[str, Any]]:
-    """Leaderboard groups: runs are only put side by side when task, protocol, judges, unscored
-    policy and smoke-judge status match (the leaderboard's rule: anything else is not comparable)."""
+    """Leaderboard groups: runs are only put side by side when they measured the same thing (the
+    leaderboard's rule, `leaderboard.group_key`: every blocking measurement setting matches)."""
+    from rolebench_eval.leaderboard import group_key as comparable_group
+
     grouped: dict[tuple[Any, ...], list[tuple[Path, dict[str, Any], dict[str, Any]]]] = {}
     for path, results in runs:
+        manifest = _load(path / rd.MANIFEST) or {}
         for name, task in results.get("tasks", {}).items():
-            key = (name, task.get("protocol") or "-", tuple(task.get("judges") or ()), task.get("unscored_policy") or "-",
-                   bool(results.get("smoke_judge")))
+            key, _, _ = comparable_group(name, task, results, manifest)
             grouped.setdefault(key, []).append((path, results, task))
     groups = []
-    for (name, protocol, judges, policy, smoke), members in sorted(grouped.items(), key=lambda kv: (_benchmark(kv[0][0]) != "PersonaGym", kv[0][:4])):
+    for (name, _, smoke), members in sorted(
+        grouped.items(), key=lambda kv: (_benchmark(kv[0][0]) != "PersonaGym", kv[0][0], str(kv[1][0][2].get("protocol")), kv[0][1])
+    ):
+        protocol = members[0][2].get("protocol") or "-"
+        judges = tuple(members[0][2].get("judges") or ())
+        policy = members[0][2].get("unscored_policy") or "-"
         last = list(_task_kinds(members[0][2]))[-1:] or [""]
         members.sort(key=lambda m: -((m[2].get("metrics", {}).get(last[0]) or {}).get("mean") or 0.0))
         entries, rows = [], []

@@ -1,7 +1,10 @@
 """Model specs: what `--model/--backend` and `--judge` name, their identities, and their backends.
 
-A spec's identity is computed without loading the model (a fingerprint of its files, or the
-endpoint and model name), so that a fully cached rerun never loads weights or opens a connection.
+A spec's identity is computed without loading the model: a fingerprint of its files, or for an
+endpoint the model name with what the server says about the checkpoint it serves (one metadata
+request, never a model call), so that a fully cached rerun never loads weights or calls a model.
+This module is the one place that builds identities, and every identity and description it
+builds has its secrets redacted.
 """
 
 from __future__ import annotations
@@ -14,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from rolebench_eval.backends.base import Backend, BackendOptions
-from rolebench_eval.backends.fingerprint import model_fingerprint
+from rolebench_eval.backends.fingerprint import model_fingerprint, server_fingerprint
 from rolebench_eval.embedded import (
     EMBEDDED_MODEL_ID,
     EMBEDDED_NAME,
     embedded_gguf_path,
 )
-from rolebench_eval.secrets import redact
+from rolebench_eval.secrets import redact, redact_all
 from rolebench_eval.errors import BackendError, UsageError, did_you_mean, unknown
 
 # name -> (module, class, what it is). Imported only when used.
@@ -53,11 +56,20 @@ class ModelSpec:
     model_args: str | None = None  # lm-eval's key=value string
     smoke: bool = False  # the embedded model
     backend_kwargs: dict[str, Any] = field(default_factory=dict)
+    revision: str | None = None  # the user's --model-revision / revision=: recorded, in the identity
+    # What the endpoint said about the checkpoint it serves (identify_endpoint): None when not
+    # asked, {} when it said nothing that identifies the checkpoint.
+    server_facts: dict[str, Any] | None = None
 
     def describe(self) -> dict[str, Any]:
-        facts: dict[str, Any] = {"backend": self.backend, "model": self.model, "label": self.label}
+        facts: dict[str, Any] = {"backend": self.backend, "model": redact(self.model), "label": self.label}
         if self.base_url:
             facts["base_url"] = redact(self.base_url)
+        if self.revision:
+            facts["revision"] = self.revision
+        if self.server_facts is not None:
+            facts["served_model"] = redact_all(self.server_facts)
+            facts["server_fingerprint"] = server_fingerprint(self.server_facts)
         if self.backend == "openai":
             facts["api_key_env"] = self.api_key_env
         if self.model_args:
@@ -79,6 +91,21 @@ def embedded_spec() -> ModelSpec:
 
 
 def model_under_test(
+    model: str | None,
+    backend: str | None,
+    base_url: str | None,
+    model_args: str | None,
+    revision: str | None = None,
+) -> ModelSpec:
+    spec = _model_under_test(model, backend, base_url, model_args)
+    if revision is not None:
+        if not revision.strip():
+            raise UsageError("--model-revision: empty; give the checkpoint's revision (a tag, step or hash)")
+        spec = replace(spec, revision=revision.strip())
+    return spec
+
+
+def _model_under_test(
     model: str | None, backend: str | None, base_url: str | None, model_args: str | None
 ) -> ModelSpec:
     if backend is not None and backend not in BACKENDS:
@@ -113,15 +140,18 @@ def model_under_test(
 def judge_spec(text: str, default_base_url: str | None) -> ModelSpec:
     """Parse `--judge`: `embedded`, `hf:PATH`, `vllm:PATH`, `openai:NAME`, or a bare model name
     (an OpenAI-compatible model; a bare existing path is a local hf model). Options follow
-    commas: `openai:NAME,base_url=URL,api_key_env=VAR,label=SHORT`."""
+    commas: `openai:NAME,base_url=URL,api_key_env=VAR,label=SHORT,revision=REV`."""
     head, *option_parts = text.split(",")
     options: dict[str, str] = {}
     for part in option_parts:
         key, sep, value = part.partition("=")
-        if not sep or key not in ("base_url", "api_key_env", "label"):
+        if not sep or key not in ("base_url", "api_key_env", "label", "revision"):
             raise UsageError(
-                f"--judge {text!r}: bad option {part!r}; options are base_url=, api_key_env=, label="
+                f"--judge {redact(text)!r}: bad option {redact(part)!r}; options are base_url=, "
+                "api_key_env=, label=, revision="
             )
+        if key == "revision" and not value.strip():
+            raise UsageError(f"--judge {redact(text)!r}: revision= is empty")
         options[key] = value
     if head == EMBEDDED_NAME:
         spec = embedded_spec()
@@ -136,7 +166,10 @@ def judge_spec(text: str, default_base_url: str | None) -> ModelSpec:
             path = Path(name).expanduser()
             if not path.exists():
                 raise BackendError(f"--judge {text!r}: no such file or folder: {name}")
-            spec = ModelSpec(backend, str(path.resolve()), label=_label(name))
+            # The embedded model named by its path is still the 135M plumbing model: its
+            # verdicts carry no meaning, and every output it judged must say so.
+            smoke = path.resolve() == embedded_gguf_path().resolve()
+            spec = ModelSpec(backend, str(path.resolve()), label=_label(name), smoke=smoke)
         elif backend == "openai":
             spec = ModelSpec(
                 "openai",
@@ -149,30 +182,56 @@ def judge_spec(text: str, default_base_url: str | None) -> ModelSpec:
             raise UsageError(f"--judge {text!r}: backend {backend!r} cannot serve as a judge")
     if "label" in options:
         spec = replace(spec, label=options["label"])
+    if "revision" in options:
+        spec = replace(spec, revision=options["revision"].strip())
     return spec
 
 
 def _label(path_or_name: str) -> str:
-    text = path_or_name.rstrip("/")
+    # Labels name run directories and table rows: a key inside lm-eval's --model-args must not.
+    text = redact(path_or_name).rstrip("/")
     return Path(text).name or text
 
 
 def spec_identity(spec: ModelSpec, options: BackendOptions) -> str:
     """A string that changes whenever the spec's answers could change; used in cache keys."""
+    revision = f":revision={spec.revision}" if spec.revision else ""
     if spec.backend == "openai":
-        from rolebench_eval.backends.openai_backend import OPENAI_API_URL
-
-        import os
-
-        base = (spec.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_API_URL).rstrip("/")
-        return f"openai:{base}:{spec.model}"
+        return openai_identity(spec.model, resolved_base_url(spec.base_url), spec.server_facts, spec.revision)
     if spec.backend == "lm-eval":
-        return f"lm-eval:{spec.model}:{sanitize_model_args(spec.model_args or '')}:{_template_hash(options)}:{options.system_prompt_policy}"
+        return f"lm-eval:{spec.model}:{sanitize_model_args(spec.model_args or '')}:{_template_hash(options)}:{options.system_prompt_policy}{revision}"
     fingerprint = _cached_fingerprint(spec.model)
     return (
         f"{spec.backend}:{fingerprint}:{options.dtype}:{options.system_prompt_policy}:"
-        f"{_template_hash(options)}"
+        f"{_template_hash(options)}{revision}"
     )
+
+
+def resolved_base_url(base_url: str | None) -> str:
+    """The endpoint a spec talks to: its own, else $OPENAI_BASE_URL, else the OpenAI API."""
+    import os
+
+    from rolebench_eval.backends.openai_backend import OPENAI_API_URL
+
+    return (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_API_URL).rstrip("/")
+
+
+def openai_identity(
+    model: str, base_url: str, server_facts: dict[str, Any] | None, revision: str | None
+) -> str:
+    """The identity of a model behind an OpenAI-compatible endpoint.
+
+    With a server fingerprint it is the model name and that fingerprint, without the URL: the
+    same checkpoint served elsewhere (a replica, another port) keeps its answers, and another
+    checkpoint under the same name gets none of them. Without one, the URL and the name are all
+    there is (answers are then reused by name: the run says so). The user's revision is added to
+    either. The URL is redacted: identities are written to manifests, results and baselines.
+    """
+    fingerprint = server_fingerprint(server_facts)
+    tail = f":revision={revision}" if revision else ""
+    if fingerprint:
+        return f"openai:{model}:server={fingerprint}{tail}"
+    return f"openai:{redact(base_url)}:{model}{tail}"
 
 
 _FINGERPRINTS: dict[str, str] = {}
@@ -215,15 +274,43 @@ def build_backend(spec: ModelSpec, options: BackendOptions) -> Backend:
     if spec.backend == "hf":
         return cls(spec.model, options, label=spec.label)
     if spec.backend == "openai":
-        return cls(spec.model, options, base_url=spec.base_url, api_key_env=spec.api_key_env)
+        return cls(
+            spec.model, options, base_url=spec.base_url, api_key_env=spec.api_key_env, revision=spec.revision
+        )
     if spec.backend == "vllm":
         return cls(spec.model, options, **spec.backend_kwargs)
     return cls(spec.model, spec.model_args or "", options)
 
 
-def preflight(spec: ModelSpec) -> None:
-    """Cheap checks that need no model load: API keys present, endpoint answering."""
+def preflight(spec: ModelSpec) -> ModelSpec | None:
+    """Cheap checks that need no model load: API keys present, endpoint answering, model served.
+
+    For an endpoint, returns the spec with what the server says about the checkpoint it serves
+    (`server_facts`, {} when it says nothing); None for other backends (nothing to ask).
+    Raises BackendError when the endpoint cannot be used.
+    """
     if spec.backend == "openai":
         from rolebench_eval.backends.openai_backend import OpenAIBackend
 
-        OpenAIBackend(spec.model, BackendOptions(), base_url=spec.base_url, api_key_env=spec.api_key_env)
+        backend = OpenAIBackend(
+            spec.model, BackendOptions(), base_url=spec.base_url, api_key_env=spec.api_key_env
+        )
+        return replace(spec, server_facts=backend.server_facts())
+    return None
+
+
+NAME_ONLY_NOTE = (
+    "{label}: the server at {url} says nothing that identifies the checkpoint it serves as "
+    "{model!r} (no model path, size or date in /v1/models or /props): its answers are stored and "
+    "reused by URL and model name only. After serving another checkpoint under this name, pass "
+    "--model-revision (or the judge option revision=) or --fresh"
+)
+
+
+def name_only_note(spec: ModelSpec) -> str | None:
+    """The plain warning for an endpoint whose answers are reused by name only, else None."""
+    if spec.backend != "openai" or spec.server_facts is None or server_fingerprint(spec.server_facts):
+        return None
+    if spec.revision:
+        return None  # the user named the checkpoint; that is what the identity carries
+    return NAME_ONLY_NOTE.format(label=spec.label, url=redact(resolved_base_url(spec.base_url)), model=spec.model)

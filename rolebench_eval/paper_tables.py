@@ -6,8 +6,13 @@ repository top is the identical human-facing copy (a test keeps the two in step)
 
 `render_table` prints a paper's table the way the paper prints it (published rows first, then the
 measured ones), in markdown, LaTeX or CSV. Numbers from different protocols or judges are not
-comparable, so a measured row whose protocol or judge differs from the table's is refused unless the
-caller opts in with `allow_mismatch=True`, and then it is visibly flagged.
+comparable, so a measured row whose protocol, judge, examples model or a required published
+setting (`published_settings.required`, as manifest paths: the question set) differs from the
+table's, or whose measurement settings differ from the other measured rows', is refused unless the
+caller opts in with `allow_mismatch=True`, and then it is visibly flagged. A row measured on other
+terms than the paper's numbers (`published_settings.flagged`: the unscored policy, the number of
+personas or items) is always shown, flagged with the reason: a 20-persona run is a fine sanity check
+but not a reproduction.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from rolebench_eval import comparability
 from rolebench_eval.errors import DataError, UsageError, did_you_mean, unknown
 
 SCHEMA_VERSION = 1
@@ -90,6 +96,10 @@ class PaperTable:
     rows: tuple[PublishedRow, ...]
     benchmark: str
     statistic: str
+    examples_model: str | None = None
+    # Manifest paths -> the published value: a differing row is refused (required) or flagged.
+    required: Mapping[str, Any] = field(default_factory=dict)
+    flagged: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def has_size(self) -> bool:
@@ -111,6 +121,11 @@ class MeasuredRow:
     judge: tuple[str, ...]  # one judge, or the ensemble's judges (order does not matter)
     values: Mapping[str, Cell] = field(default_factory=dict)
     size: str | None = None
+    examples_model: str | None = None  # None: unknown or unused (not checked)
+    # Flattened measurement settings of the run's task (comparability.measurement_settings) and
+    # its non-blocking patterns; empty for rows built by hand (then only protocol/judge are checked).
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    non_blocking: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MeasuredRow:
@@ -187,6 +202,9 @@ def load_table(name: str) -> PaperTable:
             ),
             benchmark=data["benchmark"],
             statistic=data["statistic"],
+            examples_model=data.get("examples_model"),
+            required=dict((data.get("published_settings") or {}).get("required") or {}),
+            flagged=dict((data.get("published_settings") or {}).get("flagged") or {}),
         )
     except (KeyError, TypeError, json.JSONDecodeError) as error:
         raise DataError(f"reference table {name} is malformed: {error!r}") from error
@@ -224,14 +242,23 @@ def format_cell(cell: Cell | None, column: Column) -> str:
 @dataclass(frozen=True)
 class _Checked:
     row: MeasuredRow
-    mismatch: str  # "" when protocol and judge match the table
+    mismatch: str  # "" when the row is comparable with the published rows and the other measured rows
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.mismatch)
 
 
 def _judges_match(table: PaperTable, row: MeasuredRow) -> bool:
     return frozenset(j.strip() for j in row.judge) == frozenset(table.judges)
 
 
-def _check_row(table: PaperTable, row: MeasuredRow, allow_mismatch: bool) -> _Checked:
+def _published(value: Any) -> str:
+    return "none" if value is None else repr(value)
+
+
+def _check_row(table: PaperTable, row: MeasuredRow, allow_mismatch: bool,
+               first: MeasuredRow | None = None) -> _Checked:
     known = [column.id for column in table.columns]
     for column_id, cell in row.values.items():
         if column_id not in known:
@@ -260,13 +287,31 @@ def _check_row(table: PaperTable, row: MeasuredRow, allow_mismatch: bool) -> _Ch
     judged = any(table.column(cid).judged and cell.mean is not None for cid, cell in row.values.items())
     if judged and not _judges_match(table, row):
         problems.append(f"judge {' + '.join(row.judge)!r} (table: {' + '.join(table.judges)!r})")
+    if judged and table.examples_model and row.examples_model is not None and row.examples_model != table.examples_model:
+        problems.append(f"examples model {row.examples_model!r} (table: {table.examples_model!r})")
+    if row.settings:
+        for path, value in table.required.items():
+            if row.settings.get(path) != value:
+                problems.append(f"{path} {_published(row.settings.get(path))} (table: {_published(value)})")
+    if first is not None and first is not row and row.settings and first.settings:
+        # Rows beside each other must have been measured alike, as in `rbe compare`.
+        patterns = (*row.non_blocking, *first.non_blocking)
+        for diff in comparability.differences(first.settings, row.settings, patterns):
+            if diff.blocking:
+                problems.append(f"{diff.name} {comparability.short(diff.b)} (row {first.label!r}: {comparability.short(diff.a)})")
     mismatch = "; ".join(problems)
     if mismatch and not allow_mismatch:
         raise UsageError(
-            f"measured row {row.label!r} does not match {table.name}: {mismatch}. Numbers from a different "
-            "protocol or judge are not comparable; pass allow_mismatch=True to show it anyway, flagged."
+            f"measured row {row.label!r} does not match {table.name}: {mismatch}. Numbers measured with a "
+            "different protocol, judge or setting are not comparable; pass allow_mismatch=True to show it anyway, flagged."
         )
-    return _Checked(row=row, mismatch=mismatch)
+    # Shown in any case, flagged: measured on other terms than the published numbers.
+    notes = [
+        f"{path} {_published(row.settings.get(path))} (published: {_published(value)})"
+        for path, value in table.flagged.items()
+        if row.settings and row.settings.get(path) != value
+    ]
+    return _Checked(row=row, mismatch="; ".join(problems + notes))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -405,7 +450,7 @@ def _csv(table: PaperTable, checked: Sequence[_Checked]) -> str:
             "size": size,
             "protocol": protocol,
             "judge": "+".join(judges),
-            "flagged": bool(mismatch),  # True: protocol/judge differ from the table's, not comparable
+            "flagged": bool(mismatch),  # True: not comparable with the published rows (reason in `mismatch`)
             "mismatch": mismatch,
         }
         for column in table.columns:
@@ -438,14 +483,16 @@ def render_table(
     """The paper's table `name` (published rows first, then `measured`) as markdown, latex or csv.
 
     Measured rows are MeasuredRow objects or dicts for MeasuredRow.from_dict. A row whose protocol,
-    or judge for judged columns, differs from the table's raises UsageError unless `allow_mismatch`,
-    in which case it is flagged (‡ and a footnote; `mismatch` column in CSV).
+    judge or examples model (for judged columns), required published setting, or measurement
+    settings (against the first measured row) differ raises UsageError unless `allow_mismatch`, in
+    which case it is flagged (‡ and a footnote; `mismatch` column in CSV). A row differing from the
+    published `flagged` settings (unscored policy, number of personas) is always flagged.
     """
     if fmt not in OUTPUT_FORMATS:
         raise unknown("table format", fmt, OUTPUT_FORMATS)
     table = load_table(name)
     rows = [row if isinstance(row, MeasuredRow) else MeasuredRow.from_dict(row) for row in measured]
-    checked = [_check_row(table, row, allow_mismatch) for row in rows]
+    checked = [_check_row(table, row, allow_mismatch, rows[0]) for row in rows]
     if fmt == "markdown":
         return _markdown(table, checked)
     if fmt == "latex":

@@ -51,15 +51,57 @@ def render_terminal(results: dict[str, Any]) -> str:
             parts.append(_items_line(items))
         for warning in task.get("warnings", []):
             parts.append(f"warning: {warning}")
+    calls = calls_lines(results)
+    if calls:
+        parts += ["", *calls]
     return "\n".join(parts)
+
+
+def _reasons(reasons: dict[str, int] | None) -> str:
+    # Every reason with its count: the rare one is often the one that explains a number.
+    return " (" + "; ".join(f"{count}x {reason}" for reason, count in reasons.items()) + ")" if reasons else ""
 
 
 def _items_line(items: dict[str, Any]) -> str:
     line = f"items: {items['n']}, {items['n_scored']} scored, {items['n_unscored']} unscored"
-    if items.get("unscored_reasons"):
-        top = "; ".join(f"{count}x {reason}" for reason, count in list(items["unscored_reasons"].items())[:3])
-        line += f" ({top})"
+    line += _reasons(items.get("unscored_reasons"))
+    if items.get("empty_answers"):
+        line += f"; {items['empty_answers']} empty answer(s), judged as given"
+    judgments = items.get("judgments")
+    if judgments:
+        line += (
+            f"; judgments: {judgments['n']}, {judgments['n_scored']} scored, "
+            f"{judgments['n_unscored']} unscored{_reasons(judgments.get('unscored_reasons'))}"
+        )
     return line
+
+
+def calls_lines(results: dict[str, Any]) -> list[str]:
+    """The calls section as lines: one per role and stage, with every retried or failed reason."""
+    calls = results.get("calls")
+    if not calls:
+        return []
+    total = calls["total"]
+    lines = [
+        f"calls: {total['made']} made, {total['reused']} reused, {total['failed']} failed, "
+        f"{total['retried_attempts']} retried attempt(s)"
+        + (f", {total['empty_answers']} empty answer(s)" if total.get("empty_answers") else "")
+    ]
+    for row in calls["by_role"]:
+        line = (
+            f"  {row['role']} ({row['model']}) {row['stage']}: {row['made']} made, {row['reused']} reused, "
+            f"{row['failed']} failed, {row['retried_attempts']} retried"
+        )
+        if row.get("empty_answers"):
+            line += f", {row['empty_answers']} empty"
+        if row.get("attempt_errors"):
+            line += "; retried after" + _reasons(row["attempt_errors"])
+        if row.get("failure_reasons"):
+            line += "; failed:" + _reasons(row["failure_reasons"])
+        lines.append(line)
+    for reason in results.get("incomplete") or []:
+        lines.append(f"INCOMPLETE: {reason}")
+    return lines
 
 
 def render_run_report(results: dict[str, Any]) -> str:
@@ -97,5 +139,8 @@ def render_run_report(results: dict[str, Any]) -> str:
                 )
         for warning in task.get("warnings", []):
             lines.append(f"- warning: {warning}")
+    calls = calls_lines(results)
+    if calls:
+        lines += ["", "## Model calls", "", *(f"- {line.strip()}" for line in calls)]
     lines += ["", "Per-sample records (prompt, answer, judge prompt, judge reply, parsed score): `samples.jsonl`.", ""]
     return "\n".join(lines)

@@ -79,8 +79,9 @@ class Usage:
 class Completion:
     """What a backend returns for one request.
 
-    `text` is None exactly when the call failed; `error` then says why. A failed call is
-    recorded and reported as such; it is never turned into a score.
+    `error` is set exactly when the call failed, and says why; `text` is then None, or the
+    unusable reply itself (kept for traceability: empty, or failing its task's check). A failed
+    call is recorded and reported as such; it is never turned into a score.
     """
 
     text: str | None

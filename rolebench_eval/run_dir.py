@@ -12,6 +12,7 @@ results/runs/<model>__<tasks>__<hash>/
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from rolebench_eval.errors import RunDirectoryError
+
+LOCK_NAME = "run.lock"  # held by a running `rbe run` (run_lock.py); not part of the results
 
 RUNS_FOLDER = "runs"
 MANIFEST = "manifest.json"
@@ -40,30 +43,68 @@ def run_dir_name(model_label: str, task_names: list[str], config_hash: str) -> s
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `text` to a sibling `.tmp` file, then rename it over `path`.
+
+    Readers see the old file or the new one, never half of one. On any failure (a directory in
+    the way, a read-only folder, a full disk) the `.tmp` file is removed, the old file is left as
+    it was, and the error names `path`.
+    """
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    blocking = next((p for p in path.parents if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise RunDirectoryError(f"cannot write {path}: {blocking} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(path))
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # the folder itself is unwritable: no .tmp could have been made there
+        raise RunDirectoryError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+# Top-level keys whose value must be a JSON object, per kind of file read with read_json: code
+# reading these files indexes into them, so a wrong shape is refused here with the file's name.
+_OBJECT_FIELDS = {"run results": ("tasks",), "baseline file": ("results",), "run manifest": ()}
+
+
 def read_json(path: Path, what: str) -> Any:
+    """Read a JSON object from `path`; a missing, unreadable, non-UTF-8 or wrongly shaped file is
+    a RunDirectoryError naming the file."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise RunDirectoryError(f"{what}: {path} is missing") from exc
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunDirectoryError(f"corrupted run directory: {path} is not valid JSON ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise RunDirectoryError(f"corrupted file: {path} is not UTF-8 text (byte {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        raise RunDirectoryError(f"corrupted file: {path} is not valid JSON ({exc})") from exc
+    except OSError as exc:
+        raise RunDirectoryError(f"{what}: cannot read {path}: {exc.strerror or exc}") from exc
+    if not isinstance(data, dict):
+        raise RunDirectoryError(f"corrupted file: {path} ({what}) holds a JSON {type(data).__name__}, expected an object")
+    if what == "baseline file" and data.get("schema") != "rolebench-eval/baseline/v1":
+        return data  # not a baseline file at all: the loader says so, with the schema it found
+    for key in _OBJECT_FIELDS.get(what, ()):
+        if not isinstance(data.get(key), dict):
+            raise RunDirectoryError(f"corrupted file: {path} ({what}): field {key!r} is missing or not an object")
+    if what == "run results" and not all(isinstance(task, dict) for task in data["tasks"].values()):
+        raise RunDirectoryError(f"corrupted file: {path} ({what}): every entry of 'tasks' must be an object")
+    if what == "baseline file" and not isinstance(data["results"].get("tasks"), dict):
+        raise RunDirectoryError(f"corrupted file: {path} ({what}): field 'results.tasks' is missing or not an object")
+    return data
 
 
 def open_run_dir(path: Path, manifest: dict[str, Any]) -> None:
@@ -78,7 +119,7 @@ def open_run_dir(path: Path, manifest: dict[str, Any]) -> None:
                 f"!= {manifest['config_hash']}); move it away or delete it"
             )
         return
-    if path.exists() and any(path.iterdir()):
+    if path.exists() and any(p.name != LOCK_NAME for p in path.iterdir()):
         raise RunDirectoryError(
             f"corrupted run directory: {path} has files but no {MANIFEST}; delete it to start over"
         )

@@ -18,9 +18,12 @@ from typing import Any
 
 from rolebench_eval import run_dir as rd
 from rolebench_eval.backends.base import Backend, BackendOptions
-from rolebench_eval.call_store import CallStore, run_calls
+from rolebench_eval.call_accounting import EMPTY_ANSWER, MODEL_ROLE, CallTally, empty_answer_check, nothing_scored
+from rolebench_eval.call_store import CallResult, CallStore, run_calls
 from rolebench_eval.embedded import SMOKE_JUDGE_WARNING
-from rolebench_eval.errors import UsageError
+from rolebench_eval.endpoint_identity import FRESH_NOTE, finished_run_by_name, identify_endpoints, name_only_config
+from rolebench_eval.fresh_calls import FreshCallStore
+from rolebench_eval.errors import RbeError, UsageError
 from rolebench_eval.models import (
     ModelSpec,
     build_backend,
@@ -32,14 +35,18 @@ from rolebench_eval.models import (
 from rolebench_eval.provenance import git_revision, machine, package_versions
 from rolebench_eval.requests import ChatRequest, Completion
 from rolebench_eval.secrets import redact
-from rolebench_eval.task_api import Evaluation, JudgeSpec, ModelCall, RunSettings, Task, TaskOutcome
-from rolebench_eval.task_registry import TaskSpec, build_task, discover
+from rolebench_eval.task_api import Evaluation, JudgeSpec, ModelCall, ReplyCheck, RunSettings, Task, TaskOutcome
+from rolebench_eval.run_lock import RunLock
+from rolebench_eval.task_registry import TaskSpec, build_task, check_task_options, discover
 
 # The embedded model is a 135M plumbing model on 2 CPU cores: protocol limits of 3000 tokens
 # would take minutes per answer. Used only when the user sets no limit, and recorded.
 SMOKE_ANSWER_MAX_TOKENS = 128
 SMOKE_JUDGE_MAX_TOKENS = 128
 RESULTS_SCHEMA = "rolebench-eval/results/v1"
+# Attempts per call when a 200 reply is unusable (empty, no parseable verdict): the first and 2
+# more; each attempt may itself be retried by the backend (429, 5xx, timeouts).
+CONTENT_ATTEMPTS = 3
 
 
 @dataclass
@@ -67,6 +74,9 @@ class RunConfig:
     vllm_kwargs: dict[str, Any] = field(default_factory=dict)
     progress: bool | None = None  # None: only when stderr is a terminal
     write_leaderboard: bool = True
+    wait_for_lock: bool = True  # another run holds the run directory: wait (True) or refuse (False)
+    model_revision: str | None = None  # --model-revision: recorded, part of the model's identity
+    fresh: bool = False  # --fresh: no stored answer is reused; every call of this run is made anew
 
 
 @dataclass
@@ -113,6 +123,8 @@ class Runner:
         self.calls_made: dict[str, int] = {}
         self.calls_reused: dict[str, int] = {}
         self.failed_calls = 0
+        self._lock: RunLock | None = None
+        self.tally = CallTally(CONTENT_ATTEMPTS)
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -120,7 +132,8 @@ class Runner:
         c = self.config
         registry = discover(c.include_paths)
         task_specs = registry.resolve(c.tasks)
-        model = model_under_test(c.model, c.backend, c.base_url, c.model_args)
+        check_task_options(task_specs, c.task_options)
+        model = model_under_test(c.model, c.backend, c.base_url, c.model_args, c.model_revision)
         if model.backend == "vllm":
             model = replace(model, backend_kwargs=dict(c.vllm_kwargs))
         judges = [judge_spec(text, c.judge_base_url) for text in c.judges]
@@ -191,25 +204,71 @@ class Runner:
                 self._backends.pop(identity).close()
 
     def _call(
-        self, store: CallStore, spec: ModelSpec, stage: str, requests: list[ChatRequest], kind: str
-    ) -> list[Completion]:
+        self,
+        store: CallStore,
+        spec: ModelSpec,
+        stage: str,
+        requests: list[ChatRequest],
+        kind: str,
+        checks: Sequence[ReplyCheck | None] | None = None,
+    ) -> list[CallResult]:
         identity = spec_identity(spec, self.config.backend_options)
         advance = self.progress.bar(len(requests), f"{stage} [{spec.label}]")
 
         def generate(batch: Sequence[ChatRequest], on_result: Callable[[int, Completion], None]) -> None:
             self._backend(spec).generate(batch, on_result)
 
-        completions, made = run_calls(store, identity, spec.label, stage, requests, generate, advance)
-        self.failed_calls += sum(1 for completion in completions if not completion.ok)
+        results = run_calls(
+            store, identity, spec.label, stage, requests, generate, advance,
+            checks=checks, content_attempts=CONTENT_ATTEMPTS,
+        )
+        made = sum(1 for r in results if r.made)
+        # Stored failures (empty answers included) make the next run re-derive and retry them.
+        self.failed_calls += sum(1 for r in results if not r.completion.ok)
         self.calls_made[kind] = self.calls_made.get(kind, 0) + made
         self.calls_reused[kind] = self.calls_reused.get(kind, 0) + len(requests) - made
-        return completions
+        return results
+
+    def _generate_answers(self, store: CallStore, model: ModelSpec, requests: list[ChatRequest]) -> list[Completion]:
+        """The model under test's answers, as the tasks receive them.
+
+        An answer still empty after its retries is stored as a failed call (the next run asks
+        again) but handed over as the model's answer, with a note: the task judges it and flags it.
+        """
+        results = self._call(
+            store, model, "generate", requests, "generation", [empty_answer_check] * len(requests)
+        )
+        answers = []
+        for result in results:
+            completion = result.completion
+            empty = result.unusable == EMPTY_ANSWER
+            self.tally.add(MODEL_ROLE, model.label, "generate", completion, made=result.made, empty=empty)
+            if empty:
+                completion = replace(
+                    completion,
+                    error=None,
+                    notes=(*completion.notes, f"empty answer after {completion.attempts} attempt(s)"),
+                )
+            answers.append(completion)
+        return answers
 
     # -- the run -------------------------------------------------------------------------------
 
     def run(self) -> RunResult:
+        try:
+            return self._run()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def _run(self) -> RunResult:
         c = self.config
         model, judges, examples, task_specs, deviations = self._resolve()
+        # What each endpoint serves is part of its identity (a metadata request, no model call).
+        (model, examples, *judges), endpoint_error = identify_endpoints([model, examples, *judges], deviations, preflight)  # type: ignore[assignment]
+        if c.fresh:
+            deviations.append(FRESH_NOTE)
         settings = self._settings(model, judges, examples, deviations)
         tasks = [build_task(spec, settings) for spec in task_specs]
         options = c.backend_options
@@ -235,6 +294,7 @@ class Runner:
             "tasks": task_manifests,
         }
         config_hash = _canonical_hash(config_core)
+        name_hash = _canonical_hash(name_only_config(config_core, [model, *judges, *([examples_spec] if examples_spec else [])], options))
         generation_hash = _canonical_hash(
             {"model": model_identity, "tasks": {name: m.get("data") for name, m in task_manifests.items()},
              "settings": [settings.roleplay_template, settings.answer_max_tokens, settings.seed, settings.limit]}
@@ -244,6 +304,7 @@ class Runner:
         manifest = {
             "schema": "rolebench-eval/manifest/v1",
             "config_hash": config_hash,
+            "name_hash": name_hash,  # the configuration without the servers' facts (endpoint_identity)
             "generation_hash": generation_hash,
             **config_core,
             "smoke_judge": smoke,
@@ -253,12 +314,14 @@ class Runner:
             "machine": machine(),
             "command": _sanitized_argv(),
         }
-        if not (run_path / rd.RESULTS).exists():
+        if endpoint_error is not None:
             # Endpoints, keys and model names are checked before anything is written; a finished
             # run is printed from its files even when its endpoints are gone.
-            for spec in {s.label: s for s in [model, *judges, *([examples] if examples else [])]}.values():
-                if spec.backend == "openai":
-                    preflight(spec)
+            return self._finished_without_endpoint(name_hash, endpoint_error)
+        # One run per run directory: a second `rbe run` of the same command waits here, then
+        # finds every call made by the first in the calls files (loaded below, after the lock).
+        self._lock = RunLock(run_path, wait=c.wait_for_lock, log=self.log)
+        self._lock.acquire()
         rd.open_run_dir(run_path, manifest)
         self.log(f"run directory: {run_path}")
         if smoke:
@@ -266,25 +329,26 @@ class Runner:
         for deviation in deviations:
             self.log(f"note: {deviation}")
 
-        cached = self._derived_if_current(run_path, config_hash)
+        cached = None if c.fresh else self._derived_if_current(run_path, config_hash)
         if cached is not None:
             if c.write_leaderboard:
                 from rolebench_eval.leaderboard import write_leaderboard
 
                 write_leaderboard(c.results_dir)
             return cached
-        generation_store = CallStore(
+        calls_store = FreshCallStore if c.fresh else CallStore  # --fresh: no stored answer counts
+        generation_store = calls_store(
             run_path / rd.GENERATION_CALLS,
             self._sibling_calls(c.results_dir, run_path, {model_identity}, rd.GENERATION_CALLS),
         )
         judge_identities_all = {spec_identity(s, options) for s in [*judges, *([examples_spec] if examples_spec else [])]}
-        judging_store = CallStore(
+        judging_store = calls_store(
             run_path / rd.JUDGING_CALLS,
             self._sibling_calls(c.results_dir, run_path, judge_identities_all, rd.JUDGING_CALLS),
         )
         samples = {t.name: t.samples() for t in tasks}
         requests = [t.generation_request(s) for t in tasks for s in samples[t.name]]
-        answers = self._call(generation_store, model, "generate", requests, "generation")
+        answers = self._generate_answers(generation_store, model, requests)
         judge_models = [*judges, *([examples] if examples else [])]
         self._release(keep=judge_models)
 
@@ -306,7 +370,19 @@ class Runner:
             from rolebench_eval.leaderboard import write_leaderboard
 
             write_leaderboard(c.results_dir)
-        return RunResult(run_path, results, dict(self.calls_made), dict(self.calls_reused))
+        return RunResult(
+            run_path, results, dict(self.calls_made), dict(self.calls_reused), list(results["incomplete"])
+        )
+
+    def _finished_without_endpoint(self, name_hash: str, error: RbeError) -> RunResult:
+        """The finished run of this command, printed from its files while an endpoint is down."""
+        found = finished_run_by_name(self.config.results_dir, name_hash)
+        cached = self._derived_if_current(*found) if found else None
+        if found is None or cached is None:
+            raise error
+        self.log(f"note: {error}; showing the finished run {found[0].name} from its files "
+                 "(the checkpoint it was made with is in its manifest)")
+        return cached
 
     def _sibling_calls(
         self, root: Path, run_path: Path, identities: set[str], calls_file: str
@@ -360,7 +436,7 @@ class Runner:
         if results.get("config_hash") != config_hash:
             return None
         used = dict(stamp.get("calls_used", {}))
-        return RunResult(run_path, results, {kind: 0 for kind in used}, used)
+        return RunResult(run_path, results, {kind: 0 for kind in used}, used, list(results.get("incomplete") or []))
 
     def _record_reuse(self, run_path: Path, generation: CallStore, judging: CallStore) -> None:
         if not (generation.reused_from or judging.reused_from):
@@ -402,9 +478,14 @@ class Runner:
             for identity, refs in by_model.items():
                 calls = [pending[n][i] for n, i in refs]
                 stage = "+".join(sorted({call.stage for call in calls}))
-                completions = self._call(store, specs[identity], stage, [call.request for call in calls], "judging")
-                for (name, index), completion in zip(refs, completions):
-                    replies[name][index] = completion
+                results = self._call(
+                    store, specs[identity], stage, [call.request for call in calls], "judging",
+                    [call.check for call in calls],
+                )
+                for (name, index), call, result in zip(refs, calls, results):
+                    # Counted by role and the call's own stage, not the batch's joined stage.
+                    self.tally.add(call.model, specs[identity].label, call.stage, result.completion, made=result.made)
+                    replies[name][index] = result.completion
             advanced: dict[str, list[ModelCall]] = {}
             for name in pending:
                 try:
@@ -452,6 +533,8 @@ class Runner:
             "smoke_warning": SMOKE_JUDGE_WARNING if smoke else None,
             "deviations": manifest["deviations"],
             "tasks": task_results,
+            "calls": self.tally.section(),
+            "incomplete": self._incomplete(task_results),
         }
         rd.write_json_atomic(run_path / rd.RESULTS, results)
         from rolebench_eval.html_report import write_run_html
@@ -460,6 +543,16 @@ class Runner:
         rd.write_text_atomic(run_path / rd.REPORT, render_run_report(results))
         write_run_html(run_path)
         return results
+
+    def _incomplete(self, task_results: dict[str, Any]) -> list[str]:
+        """Why this run's numbers are not final: failed calls (a rerun retries them), empty tasks."""
+        reasons = [f"{line} (a rerun retries them)" for line in self.tally.failure_lines()]
+        for name, task in task_results.items():
+            if nothing_scored(task):
+                why = (task.get("items") or {}).get("unscored_reasons") or {}
+                detail = "; ".join(f"{n}x {reason}" for reason, n in list(why.items())[:3])
+                reasons.append(f"{name}: nothing could be scored" + (f" ({detail})" if detail else ""))
+        return reasons
 
 
 def _sanitized_argv() -> list[str]:

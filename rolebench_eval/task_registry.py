@@ -8,7 +8,12 @@ A task plugin is a folder with a `tasks.toml` that names its tasks, their factor
 3. installed packages that declare an entry point in the group `rolebench_eval.tasks` whose
    value is a package containing a `tasks.toml`.
 Code is imported only when a task is built, so `rbe ls` stays fast and one broken plugin cannot
-break the others.
+break the others: a folder whose `tasks.toml` cannot be read (or an entry point that cannot be
+imported) is recorded in `TaskRegistry.broken` with its error, and the other plugins still load.
+
+A task may declare the `--task-option` keys it reads (`options = ["key", ...]` in tasks.toml);
+a key that none of the chosen tasks declares is refused before any call. A task without an
+`options` list (an older plugin) accepts any key.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rolebench_eval.errors import DataError, UsageError, unknown
+from rolebench_eval.errors import DataError, RbeError, UsageError, did_you_mean, unknown
 
 if TYPE_CHECKING:
     from rolebench_eval.task_api import RunSettings, Task
@@ -51,34 +56,64 @@ class TaskSpec:
 class TaskRegistry:
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
     groups: dict[str, list[str]] = field(default_factory=dict)
+    # Plugins that could not be read: where (a tasks.toml or an entry point) -> the one-line error,
+    # which names that place itself.
+    broken: dict[str, str] = field(default_factory=dict)
 
     def add_folder(self, folder: Path, package: str | None, origin: str) -> None:
+        """Add a plugin folder's tasks and groups, all or nothing; a broken folder is recorded
+        in `broken` instead, so that it cannot hide the other plugins."""
+        manifest = folder / MANIFEST_NAME
+        try:
+            specs, groups = self._read_folder(folder, package, origin)
+        except DataError as exc:
+            self.broken[str(manifest)] = str(exc)
+            return
+        self.tasks.update(specs)
+        self.groups.update(groups)
+
+    def _read_folder(
+        self, folder: Path, package: str | None, origin: str
+    ) -> tuple[dict[str, TaskSpec], dict[str, list[str]]]:
         manifest = folder / MANIFEST_NAME
         try:
             data = tomllib.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise DataError(f"task plugin {manifest}: {exc}") from exc
-        for number, entry in enumerate(data.get("task", []), start=1):
+        entries = data.get("task", [])
+        if not isinstance(entries, list):
+            raise DataError(f"{manifest}: 'task' must be a list of [[task]] tables")
+        specs: dict[str, TaskSpec] = {}
+        for number, entry in enumerate(entries, start=1):
+            if not isinstance(entry, dict):
+                raise DataError(f"{manifest}: [[task]] number {number} is not a table")
             for required in ("name", "factory"):
-                if required not in entry:
-                    raise DataError(f"{manifest}: [[task]] number {number} has no {required!r}")
+                if not isinstance(entry.get(required), str):
+                    raise DataError(f"{manifest}: [[task]] number {number} has no {required!r} string")
+            options = entry.get("options")
+            if options is not None and not (isinstance(options, list) and all(isinstance(o, str) for o in options)):
+                raise DataError(f"{manifest}: [[task]] {entry['name']!r}: 'options' must be a list of strings")
             name = entry["name"]
             if name in self.tasks and self.tasks[name].folder != folder:
                 raise DataError(
-                    f"task {name!r} is defined twice: in {self.tasks[name].folder} and {folder}"
+                    f"{manifest}: task {name!r} is defined twice: in {self.tasks[name].folder} and {folder}"
                 )
-            self.tasks[name] = TaskSpec(
+            specs[name] = TaskSpec(
                 name=name,
                 version=str(entry.get("version", "0")),
-                description=entry.get("description", ""),
+                description=str(entry.get("description", "")),
                 factory=entry["factory"],
                 folder=folder,
                 package=package,
                 origin=origin,
                 config=dict(entry),
             )
-        for group, members in data.get("groups", {}).items():
-            self.groups[group] = list(members)
+        groups = data.get("groups", {})
+        if not isinstance(groups, dict) or not all(
+            isinstance(m, list) and all(isinstance(x, str) for x in m) for m in groups.values()
+        ):
+            raise DataError(f"{manifest}: [groups] must map group names to lists of task names")
+        return specs, {group: list(members) for group, members in groups.items()}
 
     def resolve(self, names: Iterable[str]) -> list[TaskSpec]:
         """Task specs for task and group names, in order, without duplicates."""
@@ -89,7 +124,12 @@ class TaskRegistry:
             elif name in self.tasks:
                 members = [name]
             else:
-                raise unknown("task", name, [*self.tasks, *self.groups])
+                error = unknown("task", name, [*self.tasks, *self.groups])
+                if self.broken:
+                    # The task may be defined in a plugin that could not be read: say which.
+                    where = "; ".join(self.broken.values())
+                    error = UsageError(f"{error} Task plugins that could not be read: {where}")
+                raise error
             for member in members:
                 if member not in self.tasks:
                     raise DataError(f"group {name!r} names unknown task {member!r}")
@@ -122,10 +162,33 @@ def discover(include_paths: Iterable[str] = ()) -> TaskRegistry:
         for folder in folders:
             registry.add_folder(folder, None, f"path:{folder}")
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        module = importlib.import_module(entry_point.value)
-        folder = Path(module.__path__[0]) if hasattr(module, "__path__") else Path(module.__file__).parent
+        try:
+            module = importlib.import_module(entry_point.value)
+            folder = Path(module.__path__[0]) if hasattr(module, "__path__") else Path(str(module.__file__)).parent
+        except Exception as exc:  # noqa: BLE001 - a third-party package's import may raise anything
+            where = f"entry point {entry_point.name} ({entry_point.value})"
+            registry.broken[where] = f"task plugin {where}: cannot import: {type(exc).__name__}: {exc}"
+            continue
         registry.add_folder(folder, module.__name__, f"entry-point:{entry_point.name}")
     return registry
+
+
+def check_task_options(specs: Iterable[TaskSpec], options: Iterable[str]) -> None:
+    """Refuse a --task-option key that none of the chosen tasks reads (a typo would otherwise be
+    recorded in the manifest and silently change nothing)."""
+    specs = list(specs)
+    if any(spec.config.get("options") is None for spec in specs):
+        return  # a task that does not declare its options may read any key
+    known = {key for spec in specs for key in spec.config["options"]}
+    for key in options:
+        if key not in known:
+            tasks = ", ".join(spec.name for spec in specs)
+            if known:
+                raise UsageError(
+                    f"--task-option {key}: not an option of {tasks}.{did_you_mean(key, known)} "
+                    f"Known options: {', '.join(sorted(known))}."
+                )
+            raise UsageError(f"--task-option {key}: {tasks} take{'s' if len(specs) == 1 else ''} no task options")
 
 
 def _package_for_folder(spec: TaskSpec) -> str:
@@ -156,10 +219,22 @@ def build_task(spec: TaskSpec, settings: RunSettings) -> Task:
     module_name, _, attribute = spec.factory.partition(":")
     if not attribute:
         raise DataError(f"{spec.folder / MANIFEST_NAME}: factory {spec.factory!r} is not 'module:callable'")
-    package = _package_for_folder(spec)
+    where = spec.folder / MANIFEST_NAME
     try:
+        package = _package_for_folder(spec)
         module = importlib.import_module(f"{package}.{module_name}")
         factory = getattr(module, attribute)
-    except (ImportError, AttributeError) as exc:
-        raise DataError(f"task {spec.name}: cannot load factory {spec.factory!r}: {exc}") from exc
-    return factory(spec, settings)
+    except RbeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's import may raise anything; name the plugin
+        raise DataError(
+            f"task {spec.name} ({where}): cannot load factory {spec.factory!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if spec.origin == "builtin":
+        return factory(spec, settings)  # a failure here is rbe's own bug: internal error, traceback logged
+    try:
+        return factory(spec, settings)
+    except RbeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the plugin's code, not rbe's
+        raise DataError(f"task {spec.name} ({where}): factory {spec.factory!r} raised {type(exc).__name__}: {exc}") from exc

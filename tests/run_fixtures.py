@@ -10,6 +10,7 @@ Test modules put this folder on sys.path before importing it: pytest runs with
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,12 @@ class TaskFixture:
     data_hash: str = "q" * 64
     unscored_policy: str = "exclude"
     metric_names: dict[str, str] = field(default_factory=dict)
+    # --task-option values given to the real task whose manifest the fixture writes.
+    options: dict[str, str] = field(default_factory=dict)
+    seed: int = 0
+    limit: int | None = None
+    # Manifest leaves set after the real task wrote its manifest: {"data.questions": "..."}.
+    manifest_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def persona_values(n: int = 30, shift: float = 0.0, seed: int = 1, noise: float = 0.5,
@@ -123,29 +130,71 @@ def _samples(task: TaskFixture, model: str) -> list[dict[str, Any]]:
     return records
 
 
-def write_run(results_root: Path, run_id: str, tasks: Sequence[TaskFixture], model: str = "model-a") -> Path:
-    """Write a finished run directory results_root/runs/run_id and return its path."""
+# Fixture names map to the real task whose manifest they carry (a name no real task has borrows
+# its family's first task).
+_FAMILY = {"personagym": "personagym-light", "rolebench": "rolebench-en"}
+
+
+@functools.lru_cache(maxsize=None)
+def _real_manifest(name: str, protocol: str, judges: tuple[str, ...], seed: int, limit: int | None,
+                   unscored_policy: str, options: tuple[tuple[str, str], ...]) -> str:
+    """The manifest entry the real task writes for these settings (as JSON: the cache stays immutable)."""
+    from rolebench_eval.task_api import JudgeSpec, RunSettings
+    from rolebench_eval.task_registry import build_task, discover
+
+    registry = discover()
+    if name not in registry.tasks:
+        name = _FAMILY["rolebench" if protocol == "rolellm" else "personagym"]
+    settings = RunSettings(
+        protocol=None if protocol == "rolellm" else protocol, limit=limit, unscored_policy=unscored_policy,
+        seed=seed, judges=tuple(JudgeSpec(j) for j in judges), options=dict(options),
+    )
+    return json.dumps(build_task(registry.tasks[name], settings).manifest())
+
+
+def task_manifest(t: TaskFixture) -> dict[str, Any]:
+    """Every field the real task writes, then the fixture's own values (version, data hash, sizes)."""
+    policy = t.unscored_policy if t.protocol != "rolellm" else "exclude"
+    manifest = json.loads(_real_manifest(t.name, t.protocol, tuple(t.judges), t.seed, t.limit, policy,
+                                         tuple(sorted(t.options.items()))))
+    manifest["task"], manifest["version"], manifest["unscored_policy"] = t.name, t.version, t.unscored_policy
+    data = manifest["data"]
+    if "questions_sha256" in data:
+        data["questions_sha256"], data["n_personas"] = t.data_hash, len(t.per_unit)
+    else:
+        first = next(iter(data["files_sha256"]))
+        data["files_sha256"][first] = t.data_hash
+    for path, value in t.manifest_overrides.items():
+        *parents, leaf = path.split(".")
+        node = manifest
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return manifest
+
+
+def write_run(results_root: Path, run_id: str, tasks: Sequence[TaskFixture], model: str = "model-a",
+              examples_model: str | None = None) -> Path:
+    """Write a finished run directory results_root/runs/run_id and return its path.
+
+    The examples model is the first judge unless `examples_model` names another (as `rbe run` does).
+    """
     path = results_root / "runs" / run_id
     path.mkdir(parents=True, exist_ok=True)
     config_hash = hashlib.sha256(f"{run_id}|{model}".encode()).hexdigest()
     judges = sorted({j for t in tasks for j in t.judges})
+    examples = examples_model or (judges[0] if judges else None)
     manifest = {
         "schema": "rolebench-eval/manifest/v1",
         "config_hash": config_hash,
         "model": {"backend": "openai", "model": model, "label": model, "identity": f"openai:{model}"},
         "judges": [{"backend": "openai", "model": j, "label": j, "identity": f"openai:{j}"} for j in judges],
-        "tasks": {
-            t.name: {
-                "task": t.name, "version": t.version,
-                "data": {"questions": "benchmark", "questions_sha256": t.data_hash, "personas_sha256": "p" * 64,
-                         "n_personas": len(t.per_unit)},
-                "prompts_sha256": {"rubrics/Expected Action.txt": "r" * 64},
-                "protocol": {"name": t.protocol, "description": "synthetic", "judge_batch_size": 1,
-                             "judge_params": {"temperature": 0.0, "max_tokens": 3000}},
-                "unscored_policy": t.unscored_policy,
-            }
-            for t in tasks
-        },
+        "examples_model": (
+            {"backend": "openai", "model": examples, "label": examples, "identity": f"openai:{examples}"}
+            if examples else None
+        ),
+        "settings": {"seed": tasks[0].seed if tasks else 0, "limit": tasks[0].limit if tasks else None},
+        "tasks": {t.name: task_manifest(t) for t in tasks},
         "smoke_judge": False,
         "deviations": [],
     }
@@ -155,13 +204,14 @@ def write_run(results_root: Path, run_id: str, tasks: Sequence[TaskFixture], mod
         "config_hash": config_hash,
         "model": {"label": model, "backend": "openai", "identity": f"openai:{model}"},
         "judges": [{"label": j, "backend": "openai", "model": j, "smoke": False} for j in judges],
-        "examples_model": judges[0] if judges else None,
+        "examples_model": examples,
         "smoke_judge": False,
         "smoke_warning": None,
         "deviations": [],
         "tasks": {
             t.name: {
-                "task": t.name, "version": t.version, "protocol": t.protocol, "roleplay_template": "personagym",
+                "task": t.name, "version": t.version, "protocol": t.protocol,
+                "roleplay_template": manifest["tasks"][t.name]["roleplay_template"]["name"],
                 "unscored_policy": t.unscored_policy, "judges": list(t.judges), "metric_kinds": dict(t.kinds),
                 "metrics": _summaries(t), "metric_names": dict(t.metric_names),
                 "items": {"n": len(t.per_unit), "n_scored": len(t.per_unit), "n_unscored": 0, "unscored_reasons": {}},

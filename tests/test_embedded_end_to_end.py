@@ -14,9 +14,11 @@ import pytest
 
 from rolebench_eval.cli import main
 from rolebench_eval.embedded import SMOKE_JUDGE_WARNING
+from rolebench_eval.errors import EXIT_INCOMPLETE
 
 pytestmark = pytest.mark.slow
 
+SECRET = "sk-rbe-test-Xw93kd02hf71"  # an API key in the environment of the killed run
 ARGS = ["--tasks", "personagym-light", "--limit", "1", "--max-tokens", "16", "--judge-max-tokens", "16", "--no-progress"]
 
 
@@ -35,6 +37,7 @@ def test_killed_run_resumes_and_a_rerun_makes_no_call(tmp_path: Path, capsys) ->
     process = subprocess.Popen(
         [sys.executable, "-m", "rolebench_eval.cli", "run", *ARGS, "--results-dir", str(results)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        env={**os.environ, "OPENAI_API_KEY": SECRET},
     )
     deadline = time.monotonic() + 600
     generation = None
@@ -48,14 +51,20 @@ def test_killed_run_resumes_and_a_rerun_makes_no_call(tmp_path: Path, capsys) ->
     process.wait()
     assert generation is not None, process.stderr.read().decode()[-2000:]
 
-    assert main(["run", *ARGS, "--results-dir", str(results)]) == 0
-    out = capsys.readouterr().out
-    assert "model calls made: 0;" not in out  # judging had to finish
+    # The 135M smoke model writes no usable score examples or verdicts: the run says so (exit 3,
+    # nothing could be scored) instead of scoring from nothing.
+    assert main(["run", *ARGS, "--results-dir", str(results)]) == EXIT_INCOMPLETE
+    captured = capsys.readouterr()
+    assert "model calls made: 0;" not in captured.out  # judging had to finish
+    assert "nothing could be scored" in captured.err
     run = run_dir(results)
     generation_calls = lines(run / "calls" / "generation.jsonl")
     assert len(generation_calls) == 5  # no answer was generated twice
     judging_calls = lines(run / "calls" / "judging.jsonl")
-    assert len({c["key"] for c in judging_calls}) == len(judging_calls) == 10  # 5 examples + 5 gradings
+    examples_calls = [c for c in judging_calls if c["stage"] == "score_examples"]
+    grading_calls = [c for c in judging_calls if c["stage"] == "rubric_grading"]
+    assert len({c["key"] for c in judging_calls}) == len(judging_calls)  # no judging call made twice
+    assert len(examples_calls) == 5  # one per question (opencharacter protocol)
 
     records = lines(run / "samples.jsonl")
     assert len(records) == 5
@@ -63,10 +72,13 @@ def test_killed_run_resumes_and_a_rerun_makes_no_call(tmp_path: Path, capsys) ->
         assert record["answer"] and record["finish_reason"] in ("stop", "length")
         assert record["answer_usage"]["completion_tokens"] <= 16
         assert record["prompt"][0]["content"].startswith("Adopt the identity of ")
-        assert record["judgments"][0]["judge"] == "embedded"
-        assert record["judgments"][0]["reply"] is not None
-        # Whatever the tiny judge wrote, a record is either a 1..5 score or unscored with a reason.
+        assert record["score_examples"]["reply"] is not None
+        # Whatever the tiny models wrote, a record is either a 1..5 score or unscored with a reason;
+        # examples that process to nothing are never judged.
         assert (record["score"] in (1, 2, 3, 4, 5)) != (record["unscored_reason"] is not None)
+        if not record["score_examples"]["processed"]:
+            assert not record["judgments"] and "score examples" in record["unscored_reason"]
+    assert len(grading_calls) == sum(1 for r in records if r["score_examples"]["processed"])
     results_json = json.loads((run / "results.json").read_text())
     task = results_json["tasks"]["personagym-light"]
     assert results_json["smoke_judge"] is True and results_json["smoke_warning"] == SMOKE_JUDGE_WARNING
@@ -75,9 +87,14 @@ def test_killed_run_resumes_and_a_rerun_makes_no_call(tmp_path: Path, capsys) ->
     assert SMOKE_JUDGE_WARNING in (tmp_path / "leaderboard.md").read_text()
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["packages"]["transformers"] and manifest["model"]["identity"].startswith("hf:")
-    assert "OPENAI_API_KEY" not in json.dumps(manifest) or manifest["judges"][0]["backend"] != "openai"
+    # The key of the killed run's environment (SECRET) must reach no file of the run, and the
+    # manifest records no key variable for this run, which uses no API model.
+    for path in (p for p in run.rglob("*") if p.is_file()):
+        assert SECRET not in path.read_text(encoding="utf-8", errors="replace"), f"the API key leaked into {path}"
+    assert "OPENAI_API_KEY" not in json.dumps(manifest)
 
     first_results = (run / "results.json").read_text()
-    assert main(["run", *ARGS, "--results-dir", str(results)]) == 0
-    assert "model calls made: 0; reused from the run directory: 15" in capsys.readouterr().out
+    assert main(["run", *ARGS, "--results-dir", str(results)]) == EXIT_INCOMPLETE
+    total = len(generation_calls) + len(judging_calls)
+    assert f"model calls made: 0; reused from the run directory: {total}" in capsys.readouterr().out
     assert (run / "results.json").read_text() == first_results

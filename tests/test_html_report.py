@@ -118,3 +118,21 @@ def test_unscored_run_says_there_is_nothing_to_chart(tmp_path: Path) -> None:
     html = html_report.render_run_html(run)
     assert '<svg class="rbe-chart"' not in html
     assert "no metric has a scored unit yet" in html
+
+
+def test_run_page_shows_the_calls_section_and_why_the_run_is_incomplete(results_root: Path) -> None:
+    import json
+
+    run = results_root / "runs" / "model-a__personagym-light__aaaa"
+    results = json.loads((run / "results.json").read_text(encoding="utf-8"))
+    results["calls"] = {"content_attempts": 3, "total": {"made": 7, "reused": 2, "failed": 1, "empty_answers": 1, "retried_attempts": 4},
+                        "by_role": [{"role": "judge:gpt", "model": "gpt", "stage": "rubric_grading", "made": 7, "reused": 2,
+                                     "failed": 1, "empty_answers": 0, "retried_attempts": 4,
+                                     "failure_reasons": {"HTTP 503 (gave up after 3 attempt(s))": 1},
+                                     "attempt_errors": {"HTTP 429 rate limited": 4}}]}
+    results["incomplete"] = ["1 rubric_grading call(s) of judge:gpt (gpt) failed after their retries"]
+    (run / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    html = html_report.render_run_html(run)
+    assert "7 made, 2 reused, 1 failed, 4 retried attempt(s), 1 empty answer(s)" in html
+    assert "retried 4× HTTP 429 rate limited" in html and "failed 1× HTTP 503 (gave up after 3 attempt(s))" in html
+    assert "incomplete: 1 rubric_grading call(s) of judge:gpt (gpt) failed" in html

@@ -24,7 +24,7 @@ from rolebench_eval.backends.base import BackendOptions
 from rolebench_eval.backends import openai_backend
 from rolebench_eval.backends.openai_backend import OPENAI_API_URL, OpenAIBackend
 from rolebench_eval.cli import main
-from rolebench_eval.errors import BackendError
+from rolebench_eval.errors import EXIT_INCOMPLETE, BackendError
 from rolebench_eval.requests import ChatRequest, Completion, GenerationParams, Message
 
 # pytest runs with --import-mode=importlib, which puts no test folder on sys.path; the helper
@@ -517,7 +517,9 @@ def test_real_server_end_to_end_cli_and_cached_rerun(
                 "--results-dir", str(results), "--no-progress", "--no-leaderboard"]
         code = main(args)
         out, err = capsys.readouterr()
-        assert code == 0, f"{err}{server_context(real_server)}"
+        # The embedded smoke judge writes nothing scorable: every number is missing and the run
+        # says so with exit 3; the answers are what this test is about.
+        assert code == EXIT_INCOMPLETE and "nothing could be scored" in err, f"{err}{server_context(real_server)}"
         first_run_calls = len(proxy.chats)
 
         [run_dir] = (results / "runs").iterdir()
@@ -540,6 +542,22 @@ def test_real_server_end_to_end_cli_and_cached_rerun(
         # Rerun of the same command: everything comes from the run directory.
         code = main(args)
         out, err = capsys.readouterr()
-        assert code == 0, err
+        assert code == EXIT_INCOMPLETE, err
         assert "model calls made: 0" in out
         assert len(proxy.chats) == first_run_calls
+
+
+# -- attempts on the record -------------------------------------------------------------------------
+
+
+def test_recovered_and_failed_calls_record_every_attempt_and_why(jitter: JitterSpy) -> None:
+    with FakeOpenAIServer(sequence(status(429, "slow down"), status(503, "overloaded"))) as server:
+        [recovered] = generate(backend_for(server), [request()])
+    assert recovered.ok and recovered.attempts == 3
+    assert len(recovered.attempt_errors) == 2
+    assert "429" in recovered.attempt_errors[0] and "503" in recovered.attempt_errors[1]
+    with FakeOpenAIServer(servers.always(status(500, "down"))) as server:
+        [failed] = generate(backend_for(server), [request()])
+    assert not failed.ok and failed.attempts == 3
+    # The last failure is the error; the two before it are the earlier attempts.
+    assert failed.attempt_errors == ("HTTP 500 server error: Error code: 500 - down",) * 2

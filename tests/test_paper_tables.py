@@ -65,9 +65,15 @@ def test_protocols_and_judges_follow_the_docs() -> None:
     table1 = pt.load_table("personagym_table1")
     assert (table1.protocol, table1.judges) == ("personagym", ("gpt-4o-2024-05-13", "Llama-3-70B-chat"))
     assert table1.citation.table == 1
-    for name, number in (("opencharacter_table3", 3), ("opencharacter_table5", 5)):
+    # Table 5 is the authors' full-benchmark protocol (judge batches of 5), Table 3 the Light one.
+    for name, number, protocol in (("opencharacter_table3", 3, "opencharacter"), ("opencharacter_table5", 5, "opencharacter-full")):
         table = pt.load_table(name)
-        assert (table.protocol, table.judges, table.citation.table) == ("opencharacter", ("gpt-4o-2024-08-06",), number)
+        assert (table.protocol, table.judges, table.citation.table) == (protocol, ("gpt-4o-2024-08-06",), number)
+        assert table.examples_model == "gpt-4o-2024-08-06"
+        assert table.flagged == {"unscored_policy": "reference-zero", "data.n_personas": 200}
+    assert pt.load_table("opencharacter_table3").required == {"data.questions": "benchmark-v1_personagym-light"}
+    assert pt.load_table("opencharacter_table5").required == {"data.questions": "benchmark-v1"}
+    assert (table1.examples_model, table1.required) == ("gpt-4o-2024-05-13", {"data.questions": "benchmark-v1"})
     assert pt.load_table("rolellm_en_instruction").judges == ("gpt-3.5",)
     assert pt.load_table("rolellm_en_role").judges == ("gpt-3.5",)
     assert pt.load_table("rolellm_zh_instruction").judges == ("gpt-4",)

@@ -206,3 +206,88 @@ def test_rerun_with_unchanged_calls_reads_the_derived_files(tmp_path: Path, scri
     assert second.results == first.results
     assert second.calls_made == {"generation": 0, "judging": 0}
     assert second.calls_reused == {"generation": 10, "judging": 20}
+
+
+# -- content faults: unusable replies are failed calls, retried, counted ----------------------------
+
+FULL = Path(__file__).resolve().parent / "fixtures" / "rolebench" / "full"
+RANKING = "[{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 2}]"
+
+
+def rolebench_config(tmp_path: Path) -> RunConfig:
+    return RunConfig(tasks=["rolebench-zh"], judges=[JUDGE], results_dir=tmp_path / "results", progress=False,
+                     task_options={"rolebench_dir": str(FULL)}, write_leaderboard=False)
+
+
+def test_empty_answer_is_retried_judged_counted_and_retried_by_the_next_run(tmp_path: Path, scripted_backends) -> None:
+    empty_for: list[str] = []
+
+    def sometimes_empty(request) -> str:
+        question = request.messages[-1].content
+        empty_for[:] = empty_for or [question]  # the first question asked gets nothing, always
+        return "  " if question == empty_for[0] else answer(request)
+
+    backends = scripted_backends({"embedded": sometimes_empty, "judge-a": judge_by_task})
+    result = Runner(config(tmp_path), log=lambda m: None).run()
+    assert len(backends["embedded"].requests) == 10 + 2  # the empty one asked 3 times in all
+    row = next(r for r in result.results["calls"]["by_role"] if r["stage"] == "generate")
+    assert (row["made"], row["failed"], row["empty_answers"], row["retried_attempts"]) == (10, 0, 1, 2)
+    assert row["attempt_errors"] == {"unusable reply: empty answer": 2}
+    assert result.incomplete == []  # an empty answer is the model's answer, not a failed run
+    records = [json.loads(line) for line in (result.run_dir / "samples.jsonl").read_text().splitlines()]
+    empty = [r for r in records if r["answer"] is not None and not r["answer"].strip()]
+    assert len(empty) == 1 and empty[0]["answer_error"] is None  # judged as the model's answer
+    stored = [json.loads(line) for line in (result.run_dir / "calls" / "generation.jsonl").read_text().splitlines()]
+    failed = [s["completion"] for s in stored if s["completion"]["error"]]
+    assert len(failed) == 1 and failed[0]["attempts"] == 3 and "empty answer" in failed[0]["error"]
+    backends = scripted_backends({"embedded": answer, "judge-a": judge_by_task})
+    again = Runner(config(tmp_path), log=lambda m: None).run()
+    assert len(backends["embedded"].requests) == 1  # only the empty answer is asked again
+    assert again.results["calls"]["total"]["empty_answers"] == 0
+
+
+def test_unusable_judge_reply_is_retried_then_failed_and_the_run_is_incomplete(tmp_path: Path, scripted_backends) -> None:
+    bad: list[str] = []
+
+    def judge(request) -> str:
+        content = request.messages[1].content
+        bad[:] = bad or [content]
+        return "I like the first one." if content == bad[0] else RANKING
+
+    backends = scripted_backends({"embedded": answer, "judge-a": judge})
+    result = Runner(rolebench_config(tmp_path), log=lambda m: None).run()
+    assert len(backends["judge-a"].requests) == 12 + 2
+    row = next(r for r in result.results["calls"]["by_role"] if r["stage"] == "pairwise_ranking")
+    assert (row["role"], row["made"], row["failed"], row["retried_attempts"]) == ("judge:judge-a", 12, 1, 2)
+    assert len(result.incomplete) == 1 and "1 pairwise_ranking call(s) of judge:judge-a" in result.incomplete[0]
+    judgments = result.results["tasks"]["rolebench-zh"]["items"]["judgments"]
+    assert judgments["n_unscored"] == 1 and "no parseable ranking" in next(iter(judgments["unscored_reasons"]))
+    results_json = json.loads((result.run_dir / "results.json").read_text())
+    assert results_json["incomplete"] == result.incomplete  # written, and a cached rerun reads it
+    backends = scripted_backends({"embedded": answer, "judge-a": lambda r: RANKING})
+    again = Runner(rolebench_config(tmp_path), log=lambda m: None).run()
+    assert len(backends["judge-a"].requests) == 1 and "embedded" not in backends
+    assert again.incomplete == []
+
+
+def test_a_stored_answer_that_fails_todays_check_is_asked_again(tmp_path: Path, scripted_backends) -> None:
+    scripted_backends({"embedded": answer, "judge-a": lambda r: RANKING})
+    run = Runner(rolebench_config(tmp_path), log=lambda m: None).run().run_dir
+    calls = run / "calls" / "judging.jsonl"
+    lines = [json.loads(line) for line in calls.read_text().splitlines()]
+    lines[0]["completion"]["text"] = ""  # stored as a success by an older version
+    calls.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    backends = scripted_backends({"embedded": answer, "judge-a": lambda r: RANKING})
+    again = Runner(rolebench_config(tmp_path), log=lambda m: None).run()
+    assert len(backends["judge-a"].requests) == 1
+    assert again.results["calls"]["total"]["made"] == 1 and again.results["calls"]["total"]["reused"] == 6 + 11
+
+
+def test_terminal_summary_lists_every_unscored_reason() -> None:
+    from rolebench_eval.report import render_terminal
+
+    reasons = {f"reason {k}": 5 - k for k in range(5)}
+    results = {"model": {"label": "m"}, "tasks": {"t": {"metrics": {}, "items": {
+        "n": 20, "n_scored": 10, "n_unscored": 10, "unscored_reasons": reasons}}}}
+    line = next(l for l in render_terminal(results).splitlines() if l.startswith("items:"))
+    assert line.endswith("(5x reason 0; 4x reason 1; 3x reason 2; 2x reason 3; 1x reason 4)")

@@ -29,8 +29,10 @@ def _short(mean: float, std: float) -> str:
 
 @pytest.fixture
 def personagym_run(tmp_path: Path) -> tuple[Path, dict[str, dict[str, float]]]:
-    values = fx.persona_values(n=25, seed=7)
-    return fx.write_run(tmp_path / "results", "my-model-run", [fx.personagym_task(values)], model="my-model-7b"), values
+    # Measured as the paper's numbers were: all 200 personas, failed calls scored as the reference code does.
+    values = fx.persona_values(n=200, seed=7)
+    task = fx.personagym_task(values, unscored_policy="reference-zero")
+    return fx.write_run(tmp_path / "results", "my-model-run", [task], model="my-model-7b"), values
 
 
 def test_lists_tables(capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,7 +69,7 @@ def test_csv_and_latex_carry_the_measured_numbers(personagym_run: tuple[Path, di
     scores = [r["PersonaScore"] for r in values.values()]
     assert float(measured[0]["PScore-L_mean"]) == pytest.approx(np.mean(scores))
     assert float(measured[0]["PScore-L_std"]) == pytest.approx(np.std(scores))
-    assert measured[0]["PScore-L_n"] == "25" and measured[0]["flagged"] == "False"
+    assert measured[0]["PScore-L_n"] == "200" and measured[0]["flagged"] == "False"
     code, out, _ = _table(capsys, "opencharacter_table3", "--runs", str(run), "--format", "latex")
     assert code == 0 and r"\midrule" in out and "my-model-7b" in out and r"\begin{tabular}" in out
 
@@ -79,9 +81,15 @@ def test_protocol_or_judge_mismatch_refused_unless_allowed(tmp_path: Path, capsy
     assert code == 2 and "protocol 'opencharacter' (table: 'personagym')" in err and "pass --allow-mismatch" in err
     code, out, _ = _table(capsys, "personagym_table1", "--runs", str(run), "--allow-mismatch")
     assert code == 0 and "| measured‡ |" in out and "‡ m: not comparable" in out
-    # The same run fits OpenCharacter Table 5 (PersonaGym questions, OpenCharacter protocol).
-    code, out, _ = _table(capsys, "opencharacter_table5", "--runs", str(run))
-    assert code == 0 and "| PScore | source |" in out and "| m | " in out
+    # OpenCharacter Table 5 needs the authors' full-benchmark protocol (judge batches of 5) ...
+    code, _, err = _table(capsys, "opencharacter_table5", "--runs", str(run))
+    assert code == 2 and "protocol 'opencharacter' (table: 'opencharacter-full')" in err
+    code, out, _ = _table(capsys, "opencharacter_table5", "--runs", str(run), "--allow-mismatch")
+    assert code == 0 and "| measured‡ |" in out and "protocol 'opencharacter' (table: 'opencharacter-full')" in out
+    # ... which a run with that protocol fits.
+    full = fx.write_run(tmp_path / "results", "f", [fx.personagym_task(values, name="personagym", protocol="opencharacter-full")], model="m2")
+    code, out, _ = _table(capsys, "opencharacter_table5", "--runs", str(full))
+    assert code == 0 and "| PScore | source |" in out and "| m2 | " in out
 
 
 def test_rolellm_table_with_win_rate_in_percent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -110,3 +118,42 @@ def test_rolellm_table_with_win_rate_in_percent(tmp_path: Path, capsys: pytest.C
 def test_unknown_table_suggests(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _table(capsys, "opencharacter_table4")
     assert code == 2 and "Did you mean" in err
+
+
+def test_row_off_the_published_setting_is_flagged_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 20 personas, unscored items excluded: shown (a fine sanity check), but visibly not the paper's terms.
+    values = fx.persona_values(n=20, seed=3)
+    run = fx.write_run(tmp_path / "results", "quick", [fx.personagym_task(values)], model="quick-8b")
+    code, out, _ = _table(capsys, "opencharacter_table3", "--runs", str(run))
+    assert code == 0
+    assert any(line.startswith("| quick-8b | - | ") and line.endswith("| measured‡ |") for line in out.splitlines())
+    assert ("‡ quick-8b: not comparable, unscored_policy 'exclude' (published: 'reference-zero'); "
+            "data.n_personas 20 (published: 200).") in out
+    code, out, _ = _table(capsys, "opencharacter_table3", "--runs", str(run), "--format", "csv")
+    [row] = [r for r in csv.DictReader(io.StringIO(out)) if r["source"] == "measured"]
+    assert row["flagged"] == "True" and "data.n_personas 20 (published: 200)" in row["mismatch"]
+
+
+def test_win_rate_column_per_judge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    values = fx.rolebench_values(n=30, seed=5)
+    judges = ("gpt-3.5", "gpt-4")
+    # As tasks/rolebench writes a run with several judges: win_rate[<judge>] per judge.
+    per_unit = {}
+    for index, (item, row) in enumerate(values.items()):
+        row = {k: v for k, v in row.items() if not k.startswith("win_rate")}
+        row["win_rate[gpt-3.5]"] = float(index % 2 == 0)
+        row["win_rate[gpt-4]"] = float(index % 3 == 0)
+        per_unit[item] = row
+    task = fx.rolebench_task(per_unit, judges=judges)
+    task.kinds = {"CUS": "continuous", "RAW": "continuous", "SPE": "continuous",
+                  "win_rate[gpt-3.5]": "verdict", "win_rate[gpt-4]": "verdict"}
+    run = fx.write_run(tmp_path / "results", "two-judges", [task], model="rb")
+    code, _, err = _table(capsys, "rolellm_en_instruction", "--runs", str(run))
+    assert code == 2 and "judge 'gpt-4' (table: 'gpt-3.5')" in err  # the gpt-4 row is not the paper's judge
+    code, out, _ = _table(capsys, "rolellm_en_instruction", "--runs", str(run), "--allow-mismatch")
+    assert code == 0
+    first = 100 * np.mean([r["win_rate[gpt-3.5]"] for r in per_unit.values()])
+    second = 100 * np.mean([r["win_rate[gpt-4]"] for r in per_unit.values()])
+    lines = out.splitlines()
+    assert any(l.startswith("| rb [gpt-3.5] | - | ") and f"| {first:.2f} | measured |" in l for l in lines), out
+    assert any(l.startswith("| rb [gpt-4] | - | ") and f"| {second:.2f} | measured‡ |" in l for l in lines), out

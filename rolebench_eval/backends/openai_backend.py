@@ -15,11 +15,14 @@ import os
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from rolebench_eval.backends.base import BackendOptions, ResultCallback
+from rolebench_eval.backends.fingerprint import served_model_facts
 from rolebench_eval.errors import BackendError, did_you_mean
 from rolebench_eval.requests import ChatRequest, Completion, Usage
+from rolebench_eval.secrets import redact
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 OPENAI_API_URL = "https://api.openai.com/v1"
@@ -36,6 +39,7 @@ class OpenAIBackend:
         base_url: str | None = None,
         api_key_env: str = DEFAULT_KEY_ENV,
         check_endpoint: bool = True,
+        revision: str | None = None,
     ):
         import openai
 
@@ -43,6 +47,11 @@ class OpenAIBackend:
         self._options = options
         self._base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_API_URL).rstrip("/")
         self._api_key_env = api_key_env
+        self._revision = revision
+        # The /v1/models entry of our model (None: not asked, or the server lists no such entry).
+        self._served_entry: dict[str, Any] | None = None
+        self._checked = False
+        self._facts: dict[str, Any] | None = None
         key = os.environ.get(api_key_env)
         if not key:
             if self._base_url == OPENAI_API_URL:
@@ -58,37 +67,80 @@ class OpenAIBackend:
 
     def _check_endpoint(self) -> None:
         openai = self._openai
+        shown = redact(self._base_url)  # messages are shown and logged: no URL credentials
         client = openai.OpenAI(**self._client_args, timeout=15.0, max_retries=1)
+        self._checked = True
         try:
-            served = [m.id for m in client.models.list()]
+            entries = [m.model_dump() for m in client.models.list()]
         except openai.AuthenticationError as exc:
             raise BackendError(
-                f"{self._base_url} rejected the API key from ${self._api_key_env}: {exc.message}"
+                f"{shown} rejected the API key from ${self._api_key_env}: {redact(str(exc.message))}"
             ) from exc
         except (openai.APIConnectionError, openai.APITimeoutError) as exc:
             raise BackendError(
-                f"endpoint {self._base_url} does not answer ({exc.__class__.__name__}): is the "
+                f"endpoint {shown} does not answer ({exc.__class__.__name__}): is the "
                 "server running and the URL right (it usually ends in /v1)?"
             ) from exc
         except openai.APIStatusError:
             return  # some servers do not implement /models; the first request will tell
         finally:
             client.close()
+        served = [str(entry.get("id")) for entry in entries]
         if served and self._model not in served:
             raise BackendError(
-                f"model {self._model!r} is not served by {self._base_url}."
+                f"model {self._model!r} is not served by {shown}."
                 f"{did_you_mean(self._model, served)} Served: {', '.join(served[:20])}"
             )
+        self._served_entry = next((e for e in entries if e.get("id") == self._model), None)
+
+    def server_facts(self) -> dict[str, Any]:
+        """What the server says that identifies the checkpoint it serves under our model name
+        (see fingerprint.served_model_facts); {} when it says nothing. Metadata requests only."""
+        if self._facts is not None:
+            return self._facts
+        if not self._checked:
+            self._check_endpoint()
+        entry = self._served_entry
+        facts = served_model_facts(entry, None, time.time())
+        # llama.cpp's llama-server tells the model file and chat template at /props, beside /v1.
+        # The OpenAI API has no such route; other servers answer 404, which is ignored.
+        owned_by = str((entry or {}).get("owned_by", "")).lower()
+        if self._base_url != OPENAI_API_URL and (owned_by == "llamacpp" or not facts):
+            props = self._get_props()
+            if props:
+                facts = served_model_facts(entry, props, time.time())
+        self._facts = facts
+        return facts
+
+    def _get_props(self) -> dict[str, Any] | None:
+        import json
+        import urllib.error
+        import urllib.request
+
+        root = self._base_url[: -len("/v1")] if self._base_url.endswith("/v1") else self._base_url
+        request = urllib.request.Request(
+            f"{root}/props", headers={"Authorization": f"Bearer {self._client_args['api_key']}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5.0) as response:
+                data = json.loads(response.read()) if response.status == 200 else None
+        except (urllib.error.URLError, OSError, ValueError):
+            return None  # no /props (not llama.cpp), or not JSON: the server tells nothing there
+        return data if isinstance(data, dict) else None
 
     @property
     def identity(self) -> str:
-        return f"openai:{self._base_url}:{self._model}"
+        from rolebench_eval.models import openai_identity
+
+        facts = self.server_facts() if self._checked else None
+        return openai_identity(self._model, self._base_url, facts, self._revision)
 
     def describe(self) -> dict[str, Any]:
         return {
             "backend": "openai",
             "model": self._model,
-            "base_url": self._base_url,
+            "base_url": redact(self._base_url),
+            "revision": self._revision,
             "api_key_env": self._api_key_env,  # the variable's name only, never its value
             "concurrency": self._options.concurrency,
             "request_timeout_s": self._options.request_timeout_s,
@@ -146,8 +198,12 @@ class OpenAIBackend:
         body = self._body(request)
         deadline = time.monotonic() + self._options.max_retry_time_s
         last_error = "no attempt made"
+        # Why each attempt before the current one failed: a recovered fault stays on the record.
+        earlier: list[str] = []
         for attempt in range(1, self._options.max_attempts + 1):
             retry_after: float | None = None
+            if attempt > 1:
+                earlier.append(last_error)
             try:
                 response = await client.chat.completions.create(**body)
                 choice = response.choices[0]
@@ -159,6 +215,8 @@ class OpenAIBackend:
                         prompt_tokens=getattr(usage, "prompt_tokens", None),
                         completion_tokens=getattr(usage, "completion_tokens", None),
                     ),
+                    attempts=attempt,
+                    attempt_errors=tuple(earlier),
                 )
             except openai.AuthenticationError as exc:
                 raise BackendError(f"{self._base_url}: API key rejected: {exc.message}") from exc
@@ -178,14 +236,22 @@ class OpenAIBackend:
             except openai.APIStatusError as exc:
                 # 400 and friends: this request is wrong (too long, bad parameter); retrying
                 # would give the same answer.
-                return Completion.failure(f"HTTP {exc.status_code}: {_error_text(exc)}")
+                return replace(
+                    Completion.failure(f"HTTP {exc.status_code}: {_error_text(exc)}"),
+                    attempts=attempt,
+                    attempt_errors=tuple(earlier),
+                )
             except (IndexError, AttributeError, TypeError, ValueError) as exc:
                 last_error = f"malformed response: {exc!r}"
             delay = retry_after if retry_after is not None else random.uniform(0, min(60.0, 2.0**attempt))
             if attempt == self._options.max_attempts or time.monotonic() + delay > deadline:
                 break
             await asyncio.sleep(delay)
-        return Completion.failure(f"{last_error} (gave up after {attempt} attempt(s))")
+        return replace(
+            Completion.failure(f"{last_error} (gave up after {attempt} attempt(s))"),
+            attempts=attempt,
+            attempt_errors=tuple(earlier),
+        )
 
     def close(self) -> None:
         pass

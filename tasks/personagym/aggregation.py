@@ -5,8 +5,10 @@
   scored questions (each the mean of the judges that scored it); its PersonaScore needs all five
   task scores. Unscored items and personas are counted in the results.
 - `reference-zero`: the reference code's arithmetic, for reproducing published numbers only:
-  unparsed segments and failed calls count 0, a batch scores the mean of its non-zero segment
-  scores, judges are averaged per batch, tasks per persona over batches.
+  unparsed segments and failed judge calls count 0, a batch scores the mean of its non-zero
+  segment scores (0 if none), judges are averaged per batch, tasks per persona over batches. A
+  failed answer is judged as the reply `Error` and failed score examples are delivered as the
+  processed form of `Error` (an empty block), as the reference code does (see task.py).
 """
 
 from __future__ import annotations
@@ -59,15 +61,17 @@ def _persona_row(metric_scores: dict[str, list[float]]) -> dict[str, float | Non
 
 
 def persona_scores_reference(
-    batches: Sequence[dict[str, Any]],
+    batches: Sequence[dict[str, Any]], judge: str | None = None
 ) -> dict[str, dict[str, float | None]]:
-    """`batches`: one entry per judge batch: unit, metric, and per judge the raw reply (or None)."""
+    """`batches`: one entry per judge batch: unit, metric, and per judge label its reference
+    batch score. Judges are averaged per batch; `judge` restricts the arithmetic to one judge."""
     by_unit: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     units: list[str] = []
     for batch in batches:
         if batch["unit"] not in by_unit:
             units.append(batch["unit"])
-        judge_scores = list(batch["reference_scores"].values())
+        scores = batch["reference_scores"]
+        judge_scores = [scores[judge]] if judge is not None else list(scores.values())
         by_unit[batch["unit"]][batch["metric"]].append(fmean(judge_scores))
     return {unit: _persona_row(by_unit[unit]) for unit in units}
 
@@ -93,6 +97,9 @@ def item_counts(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "n_scored": sum(1 for r in records if r["score"] is not None),
         "n_unscored": sum(reasons.values()),
         "unscored_reasons": dict(reasons.most_common()),
+        # Answers that stayed empty after the runner's retries: judged as the model's answer,
+        # and counted so that a silent model is visible beside its scores.
+        "empty_answers": sum(1 for r in records if r.get("empty_answer")),
     }
 
 

@@ -1,4 +1,8 @@
-"""The two named PersonaGym judging protocols (see docs: personagym.md)."""
+"""The named PersonaGym judging protocols (see docs: personagym.md).
+
+Numbers from different protocols are not comparable: each name fixes how many questions one judge
+call grades, how score examples are requested and delivered, and how many judges are averaged.
+"""
 
 from __future__ import annotations
 
@@ -24,10 +28,25 @@ PROTOCOLS: dict[str, Protocol] = {
     "opencharacter": Protocol(
         name="opencharacter",
         description=(
-            "OpenCharacter (Tables 3 and 5): score examples one question at a time, judge batches "
-            "of 1, a single judge (gpt-4o-2024-08-06 in the paper)"
+            "OpenCharacter Table 3 (PersonaGym-Light): score examples one question at a time, "
+            "judge batches of 1, a single judge (gpt-4o-2024-08-06 in the paper)"
         ),
         judge_batch_size=1,
+        examples_one_at_a_time=True,
+        examples_character_indexing=False,
+        expected_judges=1,
+    ),
+    # The OpenCharacter authors' code on the full benchmark (Table 5): the judge grades the
+    # questions of one persona and task in batches of 5, while score examples are still written
+    # one question at a time (single_examples.txt) and delivered whole. On Light (one question per
+    # persona and task) every batch has one question, so its requests equal `opencharacter`'s.
+    "opencharacter-full": Protocol(
+        name="opencharacter-full",
+        description=(
+            "OpenCharacter Table 5 (full PersonaGym): score examples one question at a time, "
+            "judge batches of 5, a single judge (gpt-4o-2024-08-06 in the paper)"
+        ),
+        judge_batch_size=5,
         examples_one_at_a_time=True,
         examples_character_indexing=False,
         expected_judges=1,

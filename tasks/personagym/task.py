@@ -11,17 +11,16 @@ from typing import Any
 from rolebench_eval.errors import DataError, UsageError, unknown
 from rolebench_eval.judges.rubric_judge import (
     RubricPrompts,
+    examples_reply_problem,
+    grading_reply_problem,
     grading_request,
-    parse_grading_reply,
-    process_examples,
-    reference_batch_score,
     score_examples_request,
 )
 from rolebench_eval.requests import ChatRequest, Completion, GenerationParams, Message
 from rolebench_eval.task_api import Evaluation, ModelCall, RunSettings, Sample, Task, TaskOutcome
 from rolebench_eval.task_registry import TaskSpec
 
-from . import aggregation
+from . import aggregation, outcome
 from .protocols import PROTOCOLS, Protocol
 from .roleplay import TEMPLATES
 
@@ -89,6 +88,12 @@ class PersonaGymTask(Task):
             self.warnings.append(
                 f"protocol {self.protocol.name!r} uses {self.protocol.expected_judges} judge(s); "
                 f"this run has {n_judges}: scores are not comparable with the paper's tables"
+            )
+        if not self.light and protocol_name == "opencharacter":
+            self.warnings.append(
+                "protocol 'opencharacter' judges one question per call; OpenCharacter Table 5 "
+                "(full PersonaGym) was judged in batches of 5 with protocol 'opencharacter-full': "
+                "use --protocol opencharacter-full to compare with Table 5"
             )
 
     # -- generation ----------------------------------------------------------------------------
@@ -165,15 +170,28 @@ class PersonaGymTask(Task):
         size = self.protocol.judge_batch_size
         return [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
 
+    @property
+    def reference_zero(self) -> bool:
+        return self.settings.unscored_policy == "reference-zero"
+
     def evaluate(self, samples: list[Sample], answers: list[Completion]) -> Evaluation:
         judges = self.settings.judges
         if not judges:
             raise UsageError(f"task {self.name} needs a judge (--judge)")
         params = self.judge_params()
+        reference = self.reference_zero
+        # Under `exclude` a failed answer is unscored and not judged; under `reference-zero` it
+        # is judged as the reply "Error", as the reference code does (see outcome.py).
         batches = [
-            [i for i in batch if answers[i].ok] for batch in self._batches(samples)
+            [i for i in batch if reference or answers[i].ok] for batch in self._batches(samples)
         ]
         batches = [b for b in batches if b]
+        # Reply checks make an unusable reply a failed call (retried, and retried by the next
+        # run). The embedded smoke judge (plumbing only, its replies carry no meaning) never
+        # writes usable ones, so checking it would only multiply its calls and make every rerun
+        # repeat them; its unusable replies are still never scored (see outcome.py).
+        examples_smoke = not self.settings.has_examples_model and judges[0].smoke
+        examples_check = None if examples_smoke else examples_reply_problem
 
         # Stage 1: score examples from the examples model (one per question, or per batch).
         example_groups = (
@@ -191,28 +209,18 @@ class PersonaGymTask(Task):
                     params,
                     one_at_a_time=self.protocol.examples_one_at_a_time,
                 ),
+                check=examples_check,
             )
             for g in example_groups
         ]
         example_replies = yield example_calls
-        examples: dict[int, str | None] = {}
-        example_info: dict[int, dict[str, Any]] = {}
-        for group, call, reply in zip(example_groups, example_calls, example_replies):
-            processed = process_examples(reply.text) if reply.ok else None
-            for position, index in enumerate(group):
-                if processed is None:
-                    examples[index] = None
-                elif self.protocol.examples_character_indexing:
-                    examples[index] = processed[position] if position < len(processed) else ""
-                else:
-                    examples[index] = processed
-                example_info[index] = {
-                    "prompt": call.request.messages_json(),
-                    "reply": reply.text,
-                    "error": reply.error,
-                    "processed": processed,
-                    "delivered": examples[index],
-                }
+        examples, example_info = outcome.deliver_examples(
+            example_groups,
+            example_calls,
+            example_replies,
+            character_indexing=self.protocol.examples_character_indexing,
+            reference=reference,
+        )
 
         # Stage 2: rubric grading, every judge on every batch whose examples exist.
         graded = [[i for i in b if examples.get(i) is not None] for b in batches]
@@ -226,133 +234,50 @@ class PersonaGymTask(Task):
                 self.rubrics[first.fields["category"]],
                 first.unit,
                 [
-                    (samples[i].fields["question"], answers[i].text or "", examples[i] or "")
+                    (
+                        samples[i].fields["question"],
+                        outcome.judged_answer(answers[i], reference) or "",
+                        examples[i] or "",
+                    )
                     for i in batch
                 ],
                 params,
             )
             grading_requests.append(request)
-            grading_calls += [ModelCall(j.role, "rubric_grading", request) for j in judges]
-        grading_replies = yield grading_calls
-        return self._outcome(samples, answers, graded, grading_requests, example_info, grading_replies)
-
-    def _outcome(
-        self,
-        samples: list[Sample],
-        answers: list[Completion],
-        graded: list[list[int]],
-        grading_requests: list[ChatRequest],
-        example_info: dict[int, dict[str, Any]],
-        grading_replies: list[Completion],
-    ) -> TaskOutcome:
-        judges = self.settings.judges
-        judgments: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(samples))}
-        reference_batches = []
-        replies = iter(grading_replies)
-        for batch_number, batch in enumerate(graded):
-            reference_scores = {}
-            for judge in judges:
-                reply = next(replies)
-                parsed = (
-                    parse_grading_reply(reply.text, len(batch)) if reply.ok else None
+            grading_calls += [
+                ModelCall(
+                    j.role, "rubric_grading", request, check=None if j.smoke else grading_reply_problem
                 )
-                reference_scores[judge.label] = reference_batch_score(reply.text)
-                for position, index in enumerate(batch):
-                    judgments[index].append(
-                        {
-                            "judge": judge.label,
-                            "batch": batch_number,
-                            "batch_position": position,
-                            "batch_size": len(batch),
-                            "reply": reply.text,
-                            "score": parsed[position].score if parsed else None,
-                            "unscored_reason": (
-                                parsed[position].unscored_reason
-                                if parsed
-                                else f"judge call failed: {reply.error}"
-                            ),
-                            "usage": {
-                                "prompt_tokens": reply.usage.prompt_tokens,
-                                "completion_tokens": reply.usage.completion_tokens,
-                            },
-                        }
-                    )
-            first = samples[batch[0]]
-            reference_batches.append(
-                {"unit": first.unit, "metric": first.fields["metric"], "reference_scores": reference_scores}
-            )
+                for j in judges
+            ]
+        grading_replies = yield grading_calls
+
+        judgments, reference_batches = outcome.collect_judgments(
+            samples, graded, judges, grading_replies, reference
+        )
         grading_prompts = {
             index: request.messages_json()
             for batch, request in zip(graded, grading_requests)
             for index in batch
         }
-        records = []
-        for index, sample in enumerate(samples):
-            answer = answers[index]
-            score, reason = aggregation.question_score(judgments[index])
-            if not answer.ok:
-                reason = f"generation failed: {answer.error}"
-            elif index not in example_info:
-                reason = reason or "not judged"
-            elif example_info[index]["processed"] is None:
-                reason = f"score examples call failed: {example_info[index]['error']}"
-            records.append(
-                {
-                    "schema": 1,
-                    "task": self.name,
-                    "sample_id": sample.sample_id,
-                    "unit": sample.unit,
-                    **{k: v for k, v in sample.fields.items() if k != "persona"},
-                    "prompt": self.generation_request(sample).messages_json(),
-                    "answer": answer.text,
-                    "answer_error": answer.error,
-                    "finish_reason": answer.finish_reason,
-                    "answer_usage": {
-                        "prompt_tokens": answer.usage.prompt_tokens,
-                        "completion_tokens": answer.usage.completion_tokens,
-                    },
-                    "answer_notes": list(answer.notes),
-                    "score_examples": example_info.get(index),
-                    "judge_prompt": grading_prompts.get(index),
-                    "judgments": judgments[index],
-                    "score": score,
-                    "unscored_reason": None if score is not None else reason,
-                }
-            )
-        return TaskOutcome(records, self._results(records, reference_batches), list(self.warnings))
-
-    def _results(
-        self, records: list[dict[str, Any]], reference_batches: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        labels = [j.label for j in self.settings.judges]
-        if self.settings.unscored_policy == "reference-zero":
-            per_persona = aggregation.persona_scores_reference(reference_batches)
-        else:
-            per_persona = aggregation.persona_scores_exclude(records)
-        results: dict[str, Any] = {
-            "metrics": aggregation.summarize_personas(per_persona),
-            "metric_names": {**METRIC_NAMES, "PersonaScore": self.persona_score_label},
-            "items": aggregation.item_counts(records),
-            "per_unit": per_persona,
-        }
-        if len(labels) > 1:
-            results["per_judge"] = {}
-            for label in labels:
-                single = [
-                    {**r, "score": s, "unscored_reason": why}
-                    for r in records
-                    for s, why in [
-                        aggregation.question_score([j for j in r["judgments"] if j["judge"] == label])
-                    ]
-                ]
-                results["per_judge"][label] = {
-                    "metrics": aggregation.summarize_personas(
-                        aggregation.persona_scores_exclude(single)
-                    ),
-                    "items": aggregation.item_counts(single),
-                }
-            results["judge_agreement"] = aggregation.judge_agreement(records, labels)
-        return results
+        records = outcome.build_records(
+            self.name,
+            samples,
+            answers,
+            judgments,
+            example_info,
+            grading_prompts,
+            self.generation_request,
+            reference,
+        )
+        results = outcome.task_results(
+            records,
+            reference_batches,
+            [j.label for j in judges],
+            self.settings.unscored_policy,
+            {**METRIC_NAMES, "PersonaScore": self.persona_score_label},
+        )
+        return TaskOutcome(records, results, list(self.warnings))
 
     @property
     def persona_score_label(self) -> str:
@@ -394,6 +319,14 @@ class PersonaGymTask(Task):
                 "expected_judges": self.protocol.expected_judges,
                 "judge_params": self.judge_params().to_json(),
                 "greedy_top_p_policy": self.settings.greedy_top_p,
+                # Which model role writes the score examples; its identity is the run manifest's
+                # `examples_model` (the first judge unless --examples-model is given).
+                "examples_model_role": "examples",
+                "examples_model": "--examples-model" if self.settings.has_examples_model else "first judge",
+                # How a judge reply becomes per-question verdicts (changes what is measured).
+                "segment_matching": "by (N) label; empty segments ignored; differing repeats unscored",
+                "unusable_replies": "score examples that process to nothing and judge replies "
+                "without a final score are failed calls",
             },
             "roleplay_template": {
                 "name": self.template.name,
@@ -402,5 +335,13 @@ class PersonaGymTask(Task):
                 "answer_params": self.answer_params().to_json(),
             },
             "unscored_policy": self.settings.unscored_policy,
+            # Which personas were sampled, not how they were scored: `rbe compare` shows these
+            # differences without refusing (rolebench_eval/comparability.py).
+            "non_blocking": ["data.limit", "data.n_personas"],
+            # Under reference-zero a failed answer or score-examples call is judged as the
+            # reference code's "Error" text; under exclude it is unscored (see outcome.py).
+            "failed_calls": (
+                "judged as 'Error' (reference code)" if self.reference_zero else "unscored"
+            ),
         }
 

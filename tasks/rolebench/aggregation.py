@@ -121,3 +121,32 @@ def item_counts(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "unscored_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
         "per_metric": per_metric,
     }
+
+
+def judgment_counts(verdicts: dict[str, Sequence[ItemVerdict]]) -> dict[str, Any]:
+    """Win-rate verdicts per judge and in all: judged, scored, unscored with every reason.
+
+    The items line shows these beside the generations, so an unscored judgment is never hidden
+    behind a fully scored ROUGE count.
+    """
+    per_judge: dict[str, dict[str, Any]] = {}
+    reasons: dict[str, int] = {}
+    for label, judged in verdicts.items():
+        own: dict[str, int] = {}
+        for verdict in judged:
+            if verdict.outcome == "unscored":
+                why = verdict.reason or "unknown"
+                own[why] = own.get(why, 0) + 1
+                reasons[why] = reasons.get(why, 0) + 1
+        unscored = sum(own.values())
+        per_judge[label] = {"n": len(judged), "n_scored": len(judged) - unscored, "n_unscored": unscored,
+                            "unscored_reasons": dict(sorted(own.items(), key=lambda kv: -kv[1]))}
+    n = sum(j["n"] for j in per_judge.values())
+    n_unscored = sum(reasons.values())
+    return {
+        "n": n,
+        "n_scored": n - n_unscored,
+        "n_unscored": n_unscored,
+        "unscored_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        "per_judge": per_judge,
+    }

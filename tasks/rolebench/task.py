@@ -307,7 +307,9 @@ class RoleBenchTask(Task):
             )
             plans[index] = requests
         calls = [
-            ModelCall(judge.role, STAGE, request.request)
+            # The embedded smoke judge's replies carry no meaning and rarely parse: retrying them
+            # would triple its calls and make every rerun repeat them; they stay unscored.
+            ModelCall(judge.role, STAGE, request.request, check=None if judge.smoke else ranking.reply_check)
             for index, requests in plans.items()
             for judge in judges
             for request in requests
@@ -391,6 +393,9 @@ class RoleBenchTask(Task):
                     "finish_reason": answer.finish_reason,
                     "answer_usage": _usage(answer),
                     "answer_notes": list(answer.notes),
+                    # The model answered nothing, even when asked again: judged and scored as its
+                    # answer (ROUGE 0, the judge sees ""), and counted in items.empty_answers.
+                    "empty_answer": answer.ok and not (answer.text or "").strip(),
                     "references": {m: list(r) for m, r in references.items()},
                     "rouge": rouge,
                     "scores": scores,
@@ -454,7 +459,7 @@ class RoleBenchTask(Task):
         results: dict[str, Any] = {
             "metrics": metrics,
             "metric_names": names,
-            "items": aggregation.item_counts(records),
+            "items": self._items(records, verdicts),
             "per_unit": per_unit,
             # The leaderboard sorts by this: the paper ranks models by win rate when judged.
             "primary_metric": self._win_keys(judges[0].label)[0] if judges else "avg",
@@ -466,6 +471,13 @@ class RoleBenchTask(Task):
                 "judges": details,
             }
         return results
+
+    def _items(self, records: list[dict[str, Any]], verdicts: dict[str, list[ranking.ItemVerdict]]) -> dict[str, Any]:
+        items = aggregation.item_counts(records)
+        items["empty_answers"] = sum(1 for r in records if r["empty_answer"])
+        if self.settings.judges:
+            items["judgments"] = aggregation.judgment_counts(verdicts)
+        return items
 
     def _win_keys(self, label: str) -> tuple[str, str]:
         if len(self.settings.judges) > 1:
@@ -588,6 +600,10 @@ class RoleBenchTask(Task):
             "uses_judges": bool(self.settings.judges),
             "unscored_policy": "exclude",
             "options": dict(self.options),
+            # Which items were sampled and where the (hashed) files lie, not how they were scored;
+            # RoleBench uses no score examples. `rbe compare` shows these without refusing.
+            "non_blocking": ["data.limit", "data.n_items", "data.root", "data.source", "data.notes",
+                             "run.examples_model"],
         }
         return self._manifest
 

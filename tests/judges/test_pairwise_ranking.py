@@ -167,3 +167,9 @@ def test_aggregate() -> None:
     assert summary.n_skipped_no_baseline == 3
     empty = judge.aggregate([])
     assert empty.win_rate is None and empty.n == 0
+
+
+def test_reply_check_rejects_a_reply_without_a_ranking() -> None:
+    assert judge.reply_check("[{'model': 'model_1', 'rank': 2}, {'model': 'model_2', 'rank': 1}]") is None
+    assert judge.reply_check("") == "no parseable ranking: no Python list found in the reply"
+    assert "instead of both models" in (judge.reply_check("[{'model': 'model_1', 'rank': 1}]") or "")

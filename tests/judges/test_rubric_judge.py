@@ -8,6 +8,8 @@ import pytest
 
 from rolebench_eval.judges.rubric_judge import (
     RubricPrompts,
+    examples_reply_problem,
+    grading_reply_problem,
     grading_request,
     parse_grading_reply,
     process_examples,
@@ -108,7 +110,7 @@ def test_process_examples_reference_algorithm() -> None:
         (
             "(1) Evaluation: Therefore, the final score is 3",
             2,
-            [(3, None), (None, "reply has 1 evaluation segment(s); none for question 2")],
+            [(3, None), (None, "no segment (2)")],
         ),
         # The first 'final score' of a segment wins, as in the reference regex search.
         ("(1) Evaluation: Therefore, the final score is 3. Therefore, the final score is 5", 1, [(3, None)]),
@@ -126,3 +128,59 @@ def test_reference_batch_score_keeps_the_reference_zero_arithmetic() -> None:
     assert reference_batch_score(reply) == 3.0  # mean of non-zero scores: (4 + 2) / 2
     assert reference_batch_score("(1) Evaluation: none") == 0.0
     assert reference_batch_score(None) == 0.0  # a failed call counts 0 in the reference
+    assert reference_batch_score("Error") == 0.0  # what the reference's failed call returns
+    # The reference splits by position: an echoed empty format block scores 0 per segment, and
+    # only non-zero scores are averaged; a repeated label counts twice.
+    echoed = "(1) Evaluation:\n(2) Evaluation: \n(1) Evaluation: Therefore, the final score is 4"
+    assert reference_batch_score(echoed) == 4.0
+    repeated = "(1) Evaluation: Therefore, the final score is 4 (1) Evaluation: Therefore, the final score is 1"
+    assert reference_batch_score(repeated) == 2.5
+
+
+FORMAT_ECHO = "(1) Evaluation:\n(2) Evaluation: \n(3) Evaluation: \n(4) Evaluation: \n(5) Evaluation: \n\n"
+
+
+def verdict(label: int, score: int | str) -> str:
+    return f"({label}) Evaluation: because. Therefore, the final score is {score}\n"
+
+
+@pytest.mark.parametrize(
+    ("reply", "n", "expected"),
+    [
+        # The prompt's empty format block echoed before the real evaluation (batch of one).
+        (FORMAT_ECHO + verdict(1, 4), 1, [(4, None)]),
+        (FORMAT_ECHO + verdict(1, 2) + verdict(2, 5), 2, [(2, None), (5, None)]),
+        # A skipped number: question 3 keeps its own score, question 2 is unscored.
+        (verdict(1, 4) + verdict(3, 2), 3, [(4, None), (None, "no segment (2)"), (2, None)]),
+        # Out of order: matched by label.
+        (verdict(2, 5) + verdict(1, 1), 2, [(1, None), (5, None)]),
+        # A label repeated with different scores is ambiguous; the other question keeps its score.
+        (
+            verdict(1, 4) + verdict(1, 2) + verdict(2, 5),
+            2,
+            [(None, "segment (1) repeated with different scores (2, 4)"), (5, None)],
+        ),
+        # Repeated with the same score, or where only one copy has a score: that score.
+        ("(1) Evaluation:\n" + verdict(1, 3) + verdict(1, 3), 1, [(3, None)]),
+        ("(1) Evaluation: see below.\n(2) Evaluation:\n" + verdict(2, 4) + verdict(1, 2), 2, [(2, None), (4, None)]),
+        # Only the empty format block: nothing to score.
+        (FORMAT_ECHO, 1, [(None, "no '(N) Evaluation:' segments in the reply")]),
+        # A label beyond the batch is ignored, it does not shift the others.
+        (verdict(2, 1) + verdict(1, 5), 1, [(5, None)]),
+    ],
+)
+def test_segments_are_matched_by_label(reply: str, n: int, expected: list[tuple[int | None, str | None]]) -> None:
+    assert [(s.score, s.unscored_reason) for s in parse_grading_reply(reply, n)] == expected
+
+
+def test_reply_checks_name_what_makes_a_reply_unusable() -> None:
+    examples = 'Score 1: Response - "a"\nScore 2: Response - "b"'
+    assert examples_reply_problem(examples) is None
+    for unusable in ["", "Sure, here are the examples:", "Score 1: a\nScore 2: b"]:
+        assert examples_reply_problem(unusable) == "score examples reply has no 'Score N: Response -' entries"
+    no_verdict = "judge reply has no '(N) Evaluation:' segment with 'Therefore, the final score is N'"
+    for unusable in ["", "I would give it a 4.", FORMAT_ECHO, "(1) Evaluation: good, a 4."]:
+        assert grading_reply_problem(unusable) == no_verdict
+    assert grading_reply_problem(FORMAT_ECHO + verdict(1, 4)) is None
+    # A final score outside 1..5 is a parseable verdict: that question is unscored, not the call.
+    assert grading_reply_problem(verdict(1, 9)) is None

@@ -162,3 +162,123 @@ def test_greedy_top_p_policy_for_servers_that_reject_zero_is_named_and_recorded(
     protocol = task.manifest()["protocol"]
     assert protocol["greedy_top_p_policy"] == "one" and protocol["judge_params"]["top_p"] == 1.0
     assert make("personagym-light", limit=1).manifest()["protocol"]["judge_params"]["top_p"] == 0.0
+
+
+def five_verdicts(score: int, n: int = 5) -> Completion:
+    return Completion(text=" ".join(f"({k}) Evaluation: Therefore, the final score is {score}" for k in range(1, n + 1)))
+
+
+def test_opencharacter_full_batches_five_questions_with_examples_one_at_a_time() -> None:
+    task = make("personagym", limit=1, protocol="opencharacter-full")
+    samples = task.samples()
+    answers = [Completion(text=f"answer {i}") for i in range(len(samples))]
+    example_calls, grading_calls, outcome = drive(
+        task, samples, answers, lambda calls: [five_verdicts(4) for _ in calls]
+    )
+    # Score examples: one call per question (50), each the single_examples.txt prompt.
+    assert len(example_calls) == 50
+    assert all(c.request.messages[0].content.startswith("You are given several rubrics below") for c in example_calls)
+    assert all("Rubric 2 Examples" not in c.request.messages[0].content for c in example_calls)
+    # Judge: 5 tasks x 2 batches of 5 questions, one judge, each question with its whole examples.
+    assert len(grading_calls) == 10 and {c.model for c in grading_calls} == {"judge:j1"}
+    user = grading_calls[0].request.messages[1].content
+    assert user.count("Score Examples: \\n" + repr(PROCESSED)[1:-1] + "\\n---") == 5
+    assert [user.count(f"answer {i}") for i in range(6)] == [1, 1, 1, 1, 1, 0]
+    assert outcome.results["metrics"]["PersonaScore"]["mean"] == pytest.approx(4.0)
+    protocol = task.manifest()["protocol"]
+    assert (protocol["name"], protocol["judge_batch_size"], protocol["score_examples"]) == (
+        "opencharacter-full", 5, "one question at a time")
+    assert protocol["examples_character_indexing"] is False and protocol["expected_judges"] == 1
+    assert not task.warnings
+
+
+def test_opencharacter_full_on_light_sends_the_same_requests_as_opencharacter() -> None:
+    runs = {}
+    for protocol in ("opencharacter", "opencharacter-full"):
+        task = make("personagym-light", limit=2, protocol=protocol)
+        samples = task.samples()
+        answers = [Completion(text=f"answer {i}") for i in range(len(samples))]
+        example_calls, grading_calls, _ = drive(task, samples, answers, lambda calls: [verdict(4) for _ in calls])
+        runs[protocol] = [c.request.to_json() for c in example_calls + grading_calls]
+    assert len(runs["opencharacter"]) == 20
+    assert runs["opencharacter"] == runs["opencharacter-full"]
+
+
+def test_full_benchmark_defaults_and_table5_warning() -> None:
+    assert make("personagym", limit=1).protocol.name == "personagym"  # Table 1 is its own paper
+    registry = discover()
+    for name in ("personagym", "personagym-light"):
+        assert "opencharacter-full" in registry.tasks[name].config["protocols"]
+    warned = make("personagym", limit=1, protocol="opencharacter").warnings
+    assert any("Table 5" in w and "opencharacter-full" in w for w in warned)
+    assert not make("personagym-light", limit=1, protocol="opencharacter").warnings
+
+
+def test_calls_carry_reply_checks_for_unusable_examples_and_verdicts() -> None:
+    task = make("personagym-light", limit=1)
+    samples = task.samples()
+    example_calls, grading_calls, _ = drive(
+        task, samples, [Completion(text="a") for _ in samples], lambda calls: [verdict(3) for _ in calls]
+    )
+    check = example_calls[0].check
+    assert check is not None and check(EXAMPLES_REPLY) is None
+    assert check("Here are the examples you asked for.") == "score examples reply has no 'Score N: Response -' entries"
+    judge_check = grading_calls[0].check
+    assert judge_check is not None and judge_check(verdict(3).text) is None
+    assert judge_check("(1) Evaluation:\n(2) Evaluation: \n(3) Evaluation: ") == (
+        "judge reply has no '(N) Evaluation:' segment with 'Therefore, the final score is N'")
+    # The embedded smoke judge is not checked (its replies never are usable; retrying them would
+    # only repeat its calls on every rerun); a real judge beside it is.
+    smoke = make("personagym-light", limit=1, judges=(JudgeSpec("embedded", smoke=True), JudgeSpec("j2")))
+    example_calls, grading_calls, _ = drive(
+        smoke, samples, [Completion(text="a") for _ in samples], lambda calls: [verdict(3) for _ in calls]
+    )
+    assert example_calls[0].check is None
+    assert [c.check is None for c in grading_calls[:2]] == [True, False]
+    assert make("personagym-light", limit=1, judges=(JudgeSpec("embedded", smoke=True),),
+                has_examples_model=True).evaluate(samples, [Completion(text="a") for _ in samples]).send(None)[0].check
+
+
+def test_examples_that_process_to_nothing_are_never_judged_under_exclude() -> None:
+    task = make("personagym-light", limit=1)
+    samples = task.samples()
+    evaluation = task.evaluate(samples, [Completion(text="a") for _ in samples])
+    example_calls = next(evaluation)
+    # The TC examples reply is a 200 with no usable entries (stored before checks existed).
+    replies = [Completion(text=EXAMPLES_REPLY) for _ in example_calls]
+    replies[1] = Completion(text="I'm sorry, I can't help with that.")
+    grading_calls = evaluation.send(replies)
+    assert len(grading_calls) == 4  # TC is not judged against an empty examples block
+    with pytest.raises(StopIteration) as stop:
+        evaluation.send([verdict(4) for _ in grading_calls])
+    record = stop.value.value.records[1]
+    assert record["score"] is None and record["judgments"] == []
+    assert record["unscored_reason"] == (
+        "score examples reply unusable: score examples reply has no 'Score N: Response -' entries")
+    assert stop.value.value.results["metrics"]["TC"]["mean"] is None
+
+
+def test_empty_answers_are_judged_flagged_and_counted() -> None:
+    task = make("personagym-light", limit=1)
+    samples = task.samples()
+    answers = [Completion(text=f"answer {i}") for i in range(len(samples))]
+    answers[2] = Completion(text="", notes=("empty answer after 3 attempts",), attempts=3)
+    _, grading_calls, outcome = drive(task, samples, answers, lambda calls: [verdict(1) for _ in calls])
+    assert len(grading_calls) == 5  # the empty answer is judged as the model's answer
+    assert "Response: \\n\\n\\n\\n\\nEvaluation Form" in grading_calls[2].request.messages[1].content
+    assert [r["empty_answer"] for r in outcome.records] == [False, False, True, False, False]
+    assert outcome.records[2]["score"] == 1
+    assert outcome.results["items"]["empty_answers"] == 1
+    assert outcome.results["items"]["n_unscored"] == 0
+
+
+def test_manifest_records_what_changes_the_measurement() -> None:
+    protocol = make("personagym-light", limit=1).manifest()["protocol"]
+    assert protocol["examples_model_role"] == "examples" and protocol["examples_model"] == "first judge"
+    assert protocol["segment_matching"].startswith("by (N) label")
+    assert make("personagym-light", limit=1, has_examples_model=True).manifest()["protocol"]["examples_model"] == (
+        "--examples-model")
+    manifest = make("personagym-light", limit=1, unscored_policy="reference-zero").manifest()
+    assert manifest["unscored_policy"] == "reference-zero"
+    assert manifest["failed_calls"] == "judged as 'Error' (reference code)"
+    assert make("personagym-light", limit=1).manifest()["failed_calls"] == "unscored"

@@ -360,3 +360,32 @@ def test_items_without_baseline_are_skipped_and_counted() -> None:
     assert metrics["CUS"]["n"] == 1 and metrics["SPE"]["n"] == 2
     assert metrics["win_rate"]["reason"].startswith("not computed: no item has a RoleGPT baseline answer")
     assert all(r["win_rate_skipped"] for r in outcome.records)
+
+
+def test_judge_calls_carry_the_ranking_check_and_empty_answers_are_flagged_and_counted() -> None:
+    task = make("rolebench-zh", judges=(JudgeSpec("gpt"),))
+    n = len(task.samples())
+    # Item 1 answered nothing even after the runner's retries: handed over as "" with a note.
+    answers = [Completion(text=f"ANSWER-{i} 回答", finish_reason="stop") for i in range(n)]
+    answers[1] = Completion(text="", finish_reason="stop", notes=("empty answer after 3 attempt(s)",), attempts=3)
+    answers[2] = Completion.failure("HTTP 500 (gave up after 3 attempt(s))")
+
+    def judge(call: ModelCall) -> Completion:
+        if "'response': ''" in call.request.messages[1].content:
+            return Completion(text=None, error="unusable reply: no parseable ranking (after 3 attempt(s))")
+        return Completion(text=ranking_reply(1, 2))
+
+    calls, outcome = drive(task, answers, judge)
+    assert calls and all(c.check is not None for c in calls)
+    assert calls[0].check("no ranking here") and calls[0].check(ranking_reply(1, 2)) is None
+    assert [r["empty_answer"] for r in outcome.records] == [False, True] + [False] * (n - 2)
+    items = outcome.results["items"]
+    assert items["empty_answers"] == 1
+    # Both unscored win-rate judgments are on the items line: the empty answer's failed judge
+    # call and the failed generation (not judged).
+    judgments = items["judgments"]
+    assert (judgments["n"], judgments["n_scored"], judgments["n_unscored"]) == (n, n - 2, 2)
+    assert sorted(judgments["unscored_reasons"]) == [
+        "generation failed: HTTP 500 (gave up after 3 attempt(s))",
+        "model-first: judge call failed: unusable reply: no parseable ranking (after 3 attempt(s))",
+    ]

@@ -1,0 +1,240 @@
+"""Adaptive concurrency per endpoint: how many requests to keep in flight.
+
+Pure logic (no I/O, an injectable clock), driven by the caller: `on_start()` when a request
+goes out, `on_success(latency_s, tokens)` or `on_failure(kind, retry_after_s)` when it ends, and
+`can_start(in_flight)` before sending the next one.
+
+How the limit moves (a hill climb on measured throughput, with AIMD on failures):
+
+- Throughput is measured in windows: completed tokens per second, a window lasting at least
+  `window_s` and two mean latencies and at least 2 x `limit` completions, and starting (after a
+  change of the limit) when the first request sent after the change comes back: earlier
+  completions carry tokens made at the old limit. A window in which the caller never filled the limit ("app-limited")
+  teaches nothing about the endpoint and moves nothing.
+- Slow start: from `initial`, double while each doubling raises throughput by at least
+  `min_gain`. A batching server's throughput rises with the batch until its slots are full, then
+  stays flat while latency grows (requests queue): the doubling that gains nothing marks the knee.
+- Then probe: raise by `probe_step` (a fraction of the limit) when a window gains at least
+  `min_gain`; a raise that gains nothing is rising latency without throughput, so the limit goes
+  back to where it was, holds for `hold_windows` windows, and then walks down by the same steps
+  while throughput stays within `min_gain` of where the walk started (the same throughput with
+  fewer requests queued), back up one step when it falls. The limit thus circles the knee
+  instead of drifting up on noisy windows.
+- A 429, a 5xx, a timeout or a connection error multiplies the limit by `backoff` (once per
+  mean latency: the requests already in flight fail together and are one signal), remembers the
+  limit that failed as a ceiling (probes stay below it; it rises one step every
+  `ceiling_windows` windows; this is what keeps a rate-limited API near its limit without a
+  sawtooth of failures) and honours
+  `Retry-After` by pausing every start until then.
+- The limit never leaves [`min_concurrency`, `max_concurrency`]. Pinned mode (`--concurrency
+  N`) fixes the limit; only `Retry-After` pauses still apply.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+FAILURE_KINDS = ("rate_limited", "server_error", "timeout", "connection")
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    initial: int = 4
+    max_concurrency: int = 256
+    min_concurrency: int = 1
+    window_s: float = 0.5  # shortest measuring window (seconds of the clock)
+    # Relative throughput gain that counts as "rising": above the noise of a window (tokens
+    # arrive in lumps of one request's length), below the gain of a doubling under the knee.
+    min_gain: float = 0.05
+    probe_step: float = 0.25  # probe, as a fraction of the limit (at least 1)
+    backoff: float = 0.7  # multiplicative decrease on a failure
+    hold_windows: int = 3  # windows to hold the best limit after a probe that gained nothing
+    ceiling_windows: int = 60  # windows before the ceiling left by a failure rises one step
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_concurrency <= self.max_concurrency:
+            raise ValueError(
+                f"need 1 <= min_concurrency ({self.min_concurrency}) <= max_concurrency "
+                f"({self.max_concurrency})"
+            )
+        if not self.min_concurrency <= self.initial <= self.max_concurrency:
+            raise ValueError(
+                f"initial concurrency {self.initial} outside [{self.min_concurrency}, "
+                f"{self.max_concurrency}]"
+            )
+        if not 0.0 < self.backoff < 1.0:
+            raise ValueError(f"backoff must lie in (0, 1), got {self.backoff}")
+        if self.window_s <= 0 or self.min_gain < 0 or self.probe_step <= 0:
+            raise ValueError("window_s and probe_step must be > 0, min_gain >= 0")
+
+
+class ConcurrencyController:
+    def __init__(
+        self,
+        settings: ControllerSettings | None = None,
+        *,
+        pinned: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.settings = settings or ControllerSettings()
+        if pinned is not None and pinned < 1:
+            raise ValueError(f"pinned concurrency must be >= 1, got {pinned}")
+        self.pinned = pinned
+        self._clock = clock
+        self._limit = pinned if pinned is not None else self.settings.initial
+        self._pause_until = -math.inf
+        self._in_flight = 0
+        self._slow_start = True
+        self._previous: tuple[float, int] | None = None  # last window's (throughput, limit)
+        self._hold = 0
+        self._down_next = False  # a probe up gained nothing: try fewer in flight next
+        self._walking_down = False
+        self._reference = 0.0  # throughput where the walk down started
+        self._ceiling: int | None = None
+        self._ceiling_left = 0
+        self._latency: float | None = None  # moving mean of request latency
+        self._last_decrease = -math.inf
+        self.decreases = 0
+        self.failures: dict[str, int] = {kind: 0 for kind in FAILURE_KINDS}
+        self._new_window(self._clock())
+
+    # -- public API ----------------------------------------------------------------------------
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def pause_until(self) -> float:
+        """Clock time before which no request may start (Retry-After); -inf when none."""
+        return self._pause_until
+
+    def can_start(self, in_flight: int) -> bool:
+        return in_flight < self._limit and self._clock() >= self._pause_until
+
+    def on_start(self) -> None:
+        self._in_flight += 1
+        self._window_peak = max(self._window_peak, self._in_flight)
+
+    def on_success(self, latency_s: float, tokens: int) -> None:
+        self._in_flight = max(0, self._in_flight - 1)
+        self._latency = latency_s if self._latency is None else 0.8 * self._latency + 0.2 * latency_s
+        now = self._clock()
+        if self._window_start is None:
+            # Warm-up: completions of requests sent before the limit changed carry tokens made
+            # at the old limit. Measure from the first request sent after the change.
+            if now - latency_s >= self._changed_at:
+                self._window_start = now
+                self._window_peak = self._in_flight + 1
+            return
+        self._window_tokens += max(0, tokens)
+        self._window_done += 1
+        elapsed = now - self._window_start
+        long_enough = elapsed >= max(self.settings.window_s, 2 * (self._latency or 0.0))
+        if long_enough and self._window_done >= 2 * self._limit:
+            self._close_window(self._window_tokens / elapsed, now)
+
+    def on_failure(self, kind: str, retry_after_s: float | None = None) -> None:
+        if kind not in FAILURE_KINDS:
+            raise ValueError(f"unknown failure kind {kind!r}; known: {', '.join(FAILURE_KINDS)}")
+        self._in_flight = max(0, self._in_flight - 1)
+        self.failures[kind] += 1
+        now = self._clock()
+        if retry_after_s is not None and retry_after_s > 0:
+            self._pause_until = max(self._pause_until, now + retry_after_s)
+        if self.pinned is not None:
+            return
+        # Requests in flight together fail together: one decrease per mean latency.
+        if now - self._last_decrease < (self._latency or self.settings.window_s):
+            return
+        self._last_decrease = now
+        self.decreases += 1
+        self._ceiling = max(self.settings.min_concurrency, self._limit - 1)
+        self._ceiling_left = self.settings.ceiling_windows
+        self._slow_start = False
+        self._previous = None  # measured before the failure: it overstated the endpoint
+        self._set_limit(math.floor(self._limit * self.settings.backoff), now)
+
+    def snapshot(self) -> dict[str, Any]:
+        """State for progress lines and the run record."""
+        return {
+            "limit": self._limit,
+            "pinned": self.pinned is not None,
+            "in_flight": self._in_flight,
+            "paused": self._clock() < self._pause_until,
+            "mean_latency_s": self._latency,
+            "decreases": self.decreases,
+            "failures": dict(self.failures),
+        }
+
+    # -- windows -------------------------------------------------------------------------------
+
+    def _new_window(self, now: float, *, warm_up: bool = False) -> None:
+        self._changed_at = now
+        self._window_start: float | None = None if warm_up else now
+        self._window_tokens = 0
+        self._window_done = 0
+        self._window_peak = self._in_flight
+
+    def _set_limit(self, value: int, now: float) -> None:
+        s = self.settings
+        new = max(s.min_concurrency, min(s.max_concurrency, value))
+        changed = new != self._limit
+        self._limit = new
+        self._new_window(now, warm_up=changed)
+
+    def _close_window(self, throughput: float, now: float) -> None:
+        if self.pinned is not None:
+            self._new_window(now)
+            return
+        if self._ceiling is not None:
+            self._ceiling_left -= 1
+            if self._ceiling_left <= 0:
+                # Probe above the failed limit again, one step at a time: the endpoint may have
+                # recovered, and one step costs at most one more failure.
+                self._ceiling += max(1, round(self._ceiling * self.settings.probe_step))
+                self._ceiling_left = self.settings.ceiling_windows
+        if self._window_peak < self._limit:
+            self._new_window(now)  # app-limited: the endpoint was not what limited throughput
+            return
+        previous, self._previous = self._previous, (throughput, self._limit)
+        step = max(1, round(self._limit * self.settings.probe_step))
+        if self._walking_down and previous is not None and self._limit < previous[1]:
+            if throughput < self._reference * (1.0 - self.settings.min_gain):
+                # Fewer in flight lost throughput: the knee is above. Back up, then probe up.
+                self._walking_down = False
+                self._hold = self.settings.hold_windows
+                self._previous = None
+                self._set_limit(previous[1], now)
+                return
+        elif previous is not None and self._limit > previous[1]:
+            if throughput < previous[0] * (1.0 + self.settings.min_gain):
+                # More in flight bought no throughput: latency rose instead. Back to where it
+                # was, hold, then try fewer: without this the limit drifts up on noisy windows.
+                self._slow_start = False
+                self._down_next = True
+                self._hold = self.settings.hold_windows
+                self._previous = None
+                self._set_limit(previous[1], now)
+                return
+        if self._hold > 0:
+            self._hold -= 1
+            self._new_window(now)
+            return
+        if self._slow_start:
+            target = self._limit * 2
+        elif self._down_next or self._walking_down:
+            if not self._walking_down:
+                self._walking_down, self._down_next, self._reference = True, False, throughput
+            target = self._limit - step
+        else:
+            target = self._limit + step
+        if self._ceiling is not None:
+            target = min(target, self._ceiling)
+        if target == self._limit or target < self.settings.min_concurrency:
+            self._walking_down = False
+        self._set_limit(target, now)
