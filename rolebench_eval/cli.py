@@ -28,11 +28,12 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", required=True, help="comma-separated task or group names (see `rbe ls`)")
     p.add_argument("--model", help="HF folder, GGUF file, or model name for API backends (default: the embedded model)")
     p.add_argument("--backend", help="hf (default for paths), openai, vllm, lm-eval")
-    p.add_argument("--base-url", help="OpenAI-compatible endpoint of the model under test (implies --backend openai)")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint of the model under test (implies --backend openai); "
+                                      "replicas serving the same model separated by '|': 'http://a:8000/v1|http://b:8000/v1'")
     p.add_argument("--model-args", help="lm-eval model arguments (with --backend lm-eval; --model is the lm-eval model type)")
     p.add_argument("--judge", action="append", default=[], metavar="SPEC",
                    help="judge model, repeatable: embedded, gpt-4o-2024-08-06, openai:NAME, hf:PATH, vllm:PATH; "
-                        "options after commas: base_url=URL, api_key_env=VAR, label=NAME")
+                        "options after commas: base_url=URL (replicas: URL|URL), api_key_env=VAR, label=NAME")
     p.add_argument("--judge-base-url", help="default OpenAI-compatible endpoint for API judges")
     p.add_argument("--examples-model", metavar="SPEC", help="model writing PersonaGym score examples (default: the first judge)")
     p.add_argument("--protocol", help="judging protocol (PersonaGym: opencharacter, opencharacter-full, personagym)")
@@ -53,9 +54,21 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
                         "answers of another revision served under the same name are never reused")
     p.add_argument("--fresh", action="store_true",
                    help="reuse no stored answer or judgment: make every call of this run anew (the new calls win on later reruns)")
+    c = p.add_argument_group("cost")
+    c.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT",
+                   help="USD per million input and output tokens of an API model (repeatable), overriding "
+                        "the dated table in rolebench_eval/scheduling/pricing.py; e.g. gpt-4o-2024-08-06=2.50,10.00")
+    c.add_argument("--budget-usd", type=cli_checks.positive_float, metavar="X",
+                   help="stop before the estimated cost of this run's calls would exceed X USD (exit 3; a rerun "
+                        "continues); models without a price are not limited")
+    c.add_argument("--max-calls", type=positive_int, metavar="N",
+                   help="send at most N model calls in this run (exit 3 when more were needed; a rerun continues)")
     g = p.add_argument_group("backend")
     g.add_argument("--batch-size", type=positive_int, default=16, help="prompts per batch (hf, lm-eval)")
-    g.add_argument("--concurrency", type=positive_int, default=8, help="concurrent requests to API endpoints (openai)")
+    g.add_argument("--concurrency", type=positive_int, default=None,
+                   help="pin the requests in flight per API endpoint (openai) at N; default: adaptive")
+    g.add_argument("--max-concurrency", type=positive_int, default=256,
+                   help="cap of adaptive concurrency per API endpoint (openai; default 256)")
     g.add_argument("--device", default="auto", help="hf, lm-eval")
     g.add_argument("--dtype", default="auto", help="hf, vllm")
     g.add_argument("--chat-template", help="Jinja chat template file overriding the model's own")
@@ -94,12 +107,14 @@ def _check_run_flags(args: argparse.Namespace) -> None:
         "--roleplay-template": args.roleplay_template, "--chat-template": args.chat_template,
     })
     cli_checks.check_results_dir(args.results_dir, must_exist=False)
+    cli_checks.check_prices(args.price)
     model_backend = model_under_test(args.model, args.backend, args.base_url, args.model_args).backend
     specs = [*args.judge, *([args.examples_model] if args.examples_model else [])]
     backends = {model_backend, *(judge_spec(text, args.judge_base_url).backend for text in specs)}
     if not args.judge:
         backends.add("hf")  # the embedded judge, added when a task needs a judge
     cli_checks.check_backend_flags(args, _run_defaults(), model_backend, backends)
+    cli_checks.check_concurrency_flags(args, _run_defaults())
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -142,6 +157,7 @@ def _run(args: argparse.Namespace) -> int:
         backend_options=BackendOptions(
             batch_size=args.batch_size,
             concurrency=args.concurrency,
+            max_concurrency=args.max_concurrency,
             device=args.device,
             dtype=args.dtype,
             chat_template=args.chat_template,
@@ -156,6 +172,9 @@ def _run(args: argparse.Namespace) -> int:
         wait_for_lock=not args.no_wait,
         model_revision=args.model_revision,
         fresh=args.fresh,
+        prices=args.price,
+        budget_usd=args.budget_usd,
+        max_calls=args.max_calls,
     )
     result = Runner(config).run()
     print(render_terminal(result.results))

@@ -33,6 +33,7 @@ def positive_int(text: str) -> int:
 BACKEND_FLAGS: dict[str, tuple[str, frozenset[str]]] = {
     "--batch-size": ("batch_size", frozenset({"hf", "lm-eval"})),
     "--concurrency": ("concurrency", frozenset({"openai"})),
+    "--max-concurrency": ("max_concurrency", frozenset({"openai"})),
     "--request-timeout": ("request_timeout", frozenset({"openai"})),
     "--max-retry-time": ("max_retry_time", frozenset({"openai"})),
     "--device": ("device", frozenset({"hf", "lm-eval"})),
@@ -98,6 +99,22 @@ def check_backend_flags(
                 f"{flag} applies to the {'/'.join(sorted(readers))} backend{'s' if len(readers) > 1 else ''} "
                 f"only; this run uses {', '.join(sorted(backends_in_use))}. Leave it out (it would change nothing)"
             )
+
+
+def check_concurrency_flags(args: argparse.Namespace, defaults: Mapping[str, Any]) -> None:
+    """--max-concurrency caps adaptive concurrency; with --concurrency pinned it would change nothing."""
+    if getattr(args, "concurrency", None) is not None and args.max_concurrency != defaults.get("max_concurrency"):
+        raise UsageError(
+            f"--max-concurrency {args.max_concurrency} caps adaptive concurrency, and --concurrency "
+            f"{args.concurrency} pins it: give one of them"
+        )
+
+
+def check_prices(prices: list[str]) -> None:
+    """Every `--price MODEL=IN,OUT` parses, and no model is priced twice (a one-line UsageError)."""
+    from rolebench_eval.scheduling.pricing import price_table
+
+    price_table(prices)
 
 
 def _writable(folder: Path) -> str | None:

@@ -13,7 +13,6 @@ manifests, see `comparability`) and lines their per-unit values up; the statisti
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field

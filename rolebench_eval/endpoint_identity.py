@@ -19,7 +19,7 @@ from typing import Any
 from rolebench_eval import run_dir as rd
 from rolebench_eval.backends.base import BackendOptions
 from rolebench_eval.errors import RbeError
-from rolebench_eval.models import ModelSpec, name_only_note, spec_identity
+from rolebench_eval.models import ModelSpec, ReplicaMismatch, name_only_note, spec_identity
 
 FRESH_NOTE = (
     "--fresh: no answer or judgment stored before this run was reused; every call was made anew "
@@ -35,20 +35,23 @@ def identify_endpoints(
     """The specs with their servers' facts (`ask` is models.preflight), and the first error.
 
     An endpoint that says nothing identifying gets a deviation (also logged by the runner): its
-    answers are reused by name. The error is returned rather than raised: the caller decides
+    answers are reused by name (and the first URL, when it has replicas). Replicas that say
+    different things are refused at once (models.ReplicaMismatch). The error is returned rather than raised: the caller decides
     whether a finished run can stand in (see finished_run_by_name).
     """
-    told: dict[tuple[str | None, str, str], ModelSpec | None] = {}
+    told: dict[tuple[str | None, tuple[str, ...], str, str], ModelSpec | None] = {}
     error: RbeError | None = None
     identified: list[ModelSpec | None] = []
     for spec in specs:
         if spec is None or spec.backend != "openai":
             identified.append(spec)
             continue
-        key = (spec.base_url, spec.model, spec.api_key_env)
+        key = (spec.base_url, spec.replicas, spec.model, spec.api_key_env)
         if key not in told:
             try:
                 told[key] = ask(spec)
+            except ReplicaMismatch:
+                raise  # a wrong command, not an endpoint that is down: no finished run stands in
             except RbeError as exc:
                 error = error or exc
                 told[key] = None

@@ -27,7 +27,7 @@ import pandas as pd
 from rolebench_eval import run_dir as rd
 from rolebench_eval.formatting import format_ci, format_metric
 from rolebench_eval.report import HEADER as RUN_METRIC_HEADER
-from rolebench_eval.report import metric_rows
+from rolebench_eval.report import cost_line, metric_rows, row_cost_cells
 
 REPORT_HTML = "report.html"
 RUN_PAGE_MAX_SAMPLES = 300
@@ -403,8 +403,11 @@ def render_run_html(run_path: Path, max_samples: int = RUN_PAGE_MAX_SAMPLES) -> 
         tasks=tasks,
         # The calls section: a faulty endpoint shows here even when every call recovered.
         calls_total=calls.get("total"),
+        # Tokens and estimated cost (None for a results file written before they were counted).
+        calls_cost=cost_line(calls) if calls.get("total") else None,
         calls_rows=[{**row, "retry_reasons": list((row.get("attempt_errors") or {}).items()),
-                     "fail_reasons": list((row.get("failure_reasons") or {}).items())}
+                     "fail_reasons": list((row.get("failure_reasons") or {}).items()),
+                     "cost_cells": row_cost_cells(row)}
                     for row in calls.get("by_role") or []],
         incomplete=list(results.get("incomplete") or []),
         sample_sets=[samples],

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,7 @@ class ModelSpec:
     backend: str
     model: str  # a path for local backends, a model name for API backends
     label: str  # short name shown in tables
-    base_url: str | None = None
+    base_url: str | None = None  # the first endpoint; the identity is name-based on it
     api_key_env: str = "OPENAI_API_KEY"
     model_args: str | None = None  # lm-eval's key=value string
     smoke: bool = False  # the embedded model
@@ -60,11 +59,15 @@ class ModelSpec:
     # What the endpoint said about the checkpoint it serves (identify_endpoint): None when not
     # asked, {} when it said nothing that identifies the checkpoint.
     server_facts: dict[str, Any] | None = None
+    # Further endpoints serving the same model (`--base-url A|B`, judge `base_url=A|B`).
+    replicas: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         facts: dict[str, Any] = {"backend": self.backend, "model": redact(self.model), "label": self.label}
         if self.base_url:
             facts["base_url"] = redact(self.base_url)
+        if self.replicas:
+            facts["replicas"] = [redact(url) for url in self.replicas]
         if self.revision:
             facts["revision"] = self.revision
         if self.server_facts is not None:
@@ -79,6 +82,33 @@ class ModelSpec:
         if self.backend_kwargs:
             facts["backend_kwargs"] = self.backend_kwargs
         return facts
+
+
+# Separates the replicas of one model in --base-url and base_url=: '|' may not appear unencoded in
+# a URL (RFC 3986), while ',' may, and already separates a judge spec's options.
+REPLICA_SEPARATOR = "|"
+
+
+class ReplicaMismatch(UsageError):
+    """The replicas named for one model serve different checkpoints."""
+
+
+def split_base_urls(text: str | None, flag: str) -> tuple[str | None, tuple[str, ...]]:
+    """`A|B|C` -> (A, (B, C)): the first endpoint and its replicas; (None, ()) for None."""
+    if text is None:
+        return None, ()
+    urls = [part.strip().rstrip("/") for part in text.split(REPLICA_SEPARATOR)]
+    if any(not url for url in urls):
+        raise UsageError(
+            f"{flag} {redact(text)!r}: an empty URL; separate the replicas of one model with "
+            f"'{REPLICA_SEPARATOR}' (quote it in the shell)"
+        )
+    seen: set[str] = set()
+    for url in urls:
+        if url in seen:
+            raise UsageError(f"{flag}: {redact(url)} is named twice")
+        seen.add(url)
+    return urls[0], tuple(urls[1:])
 
 
 def sanitize_model_args(model_args: str) -> str:
@@ -134,7 +164,10 @@ def _model_under_test(
         except OSError as exc:
             raise BackendError(f"--model: cannot read {model}: {exc}") from exc
         return ModelSpec(backend, str(path.resolve()), label=_label(model))
-    return ModelSpec(backend, model, label=model, base_url=base_url)
+    first, replicas = split_base_urls(base_url, "--base-url")
+    if replicas and backend != "openai":
+        raise UsageError(f"--base-url: several endpoints ('{REPLICA_SEPARATOR}') need --backend openai")
+    return ModelSpec(backend, model, label=model, base_url=first, replicas=replicas)
 
 
 def judge_spec(text: str, default_base_url: str | None) -> ModelSpec:
@@ -171,12 +204,15 @@ def judge_spec(text: str, default_base_url: str | None) -> ModelSpec:
             smoke = path.resolve() == embedded_gguf_path().resolve()
             spec = ModelSpec(backend, str(path.resolve()), label=_label(name), smoke=smoke)
         elif backend == "openai":
+            flag = f"--judge {redact(text)!r}: base_url=" if options.get("base_url") else "--judge-base-url"
+            first, replicas = split_base_urls(options.get("base_url") or default_base_url, flag)
             spec = ModelSpec(
                 "openai",
                 name,
                 label=name,
-                base_url=options.get("base_url") or default_base_url,
+                base_url=first,
                 api_key_env=options.get("api_key_env", "OPENAI_API_KEY"),
+                replicas=replicas,
             )
         else:
             raise UsageError(f"--judge {text!r}: backend {backend!r} cannot serve as a judge")
@@ -275,7 +311,8 @@ def build_backend(spec: ModelSpec, options: BackendOptions) -> Backend:
         return cls(spec.model, options, label=spec.label)
     if spec.backend == "openai":
         return cls(
-            spec.model, options, base_url=spec.base_url, api_key_env=spec.api_key_env, revision=spec.revision
+            spec.model, options, base_url=spec.base_url, api_key_env=spec.api_key_env, revision=spec.revision,
+            replicas=spec.replicas,
         )
     if spec.backend == "vllm":
         return cls(spec.model, options, **spec.backend_kwargs)
@@ -287,16 +324,32 @@ def preflight(spec: ModelSpec) -> ModelSpec | None:
 
     For an endpoint, returns the spec with what the server says about the checkpoint it serves
     (`server_facts`, {} when it says nothing); None for other backends (nothing to ask).
-    Raises BackendError when the endpoint cannot be used.
+    Raises BackendError when the endpoint cannot be used. Every replica is asked, and must say
+    the same (ReplicaMismatch otherwise): the run's identity is the model's, not a replica's.
     """
     if spec.backend == "openai":
         from rolebench_eval.backends.openai_backend import OpenAIBackend
 
-        backend = OpenAIBackend(
-            spec.model, BackendOptions(), base_url=spec.base_url, api_key_env=spec.api_key_env
-        )
-        return replace(spec, server_facts=backend.server_facts())
+        told: list[tuple[str, dict[str, Any]]] = []
+        for url in (spec.base_url, *spec.replicas):
+            backend = OpenAIBackend(spec.model, BackendOptions(), base_url=url, api_key_env=spec.api_key_env)
+            told.append((backend.name, backend.server_facts()))
+        (first_url, facts), *others = told
+        for url, other in others:
+            if server_fingerprint(other) != server_fingerprint(facts):
+                raise ReplicaMismatch(
+                    f"{spec.label}: the replicas serve different checkpoints as {spec.model!r}: {first_url} "
+                    f"reports {_fingerprint_text(facts)}, {url} reports {_fingerprint_text(other)}; "
+                    "name only endpoints that serve the same model"
+                )
+        return replace(spec, server_facts=facts)
     return None
+
+
+def _fingerprint_text(facts: dict[str, Any]) -> str:
+    fingerprint = server_fingerprint(facts)
+    return f"server fingerprint {fingerprint}" if fingerprint else "nothing that identifies it"
+
 
 
 NAME_ONLY_NOTE = (
@@ -313,4 +366,7 @@ def name_only_note(spec: ModelSpec) -> str | None:
         return None
     if spec.revision:
         return None  # the user named the checkpoint; that is what the identity carries
-    return NAME_ONLY_NOTE.format(label=spec.label, url=redact(resolved_base_url(spec.base_url)), model=spec.model)
+    url = redact(resolved_base_url(spec.base_url))
+    if spec.replicas:
+        url += f" (the first of {1 + len(spec.replicas)} replicas, which all say nothing either)"
+    return NAME_ONLY_NOTE.format(label=spec.label, url=url, model=spec.model)

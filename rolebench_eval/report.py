@@ -76,8 +76,66 @@ def _items_line(items: dict[str, Any]) -> str:
     return line
 
 
+def _usd(cost: float) -> str:
+    # Cents hide what a small run costs; four decimals show it without a long tail.
+    return f"${cost:,.2f}" if cost >= 100 else f"${cost:.4f}"
+
+
+def cost_line(calls: dict[str, Any]) -> str | None:
+    """Tokens and estimated cost of the whole run, or None for a results file that predates them."""
+    total = calls["total"]
+    if "prompt_tokens" not in total:
+        return None
+    line = f"tokens: {total['prompt_tokens']:,} prompt + {total['completion_tokens']:,} completion"
+    if total.get("usage_missing"):
+        # Not added as 0: the sums above leave these calls out, and say so.
+        line += f" ({total['usage_missing']} call(s) without usage)"
+    no_price = total.get("no_price") or []
+    as_of = f"prices as of {calls.get('prices_as_of', '?')}"
+    if total.get("cost_usd") is None:
+        line += f"; estimated cost: unknown (no price for {', '.join(no_price) or 'any model'})"
+    else:
+        line += f"; estimated cost: {_usd(total['cost_usd'])} ({as_of}"
+        line += f"; no price: {', '.join(no_price)})" if no_price else ")"
+    return line
+
+
+def _row_cost(row: dict[str, Any]) -> str:
+    if "prompt_tokens" not in row:
+        return ""
+    parts = [f"{row['prompt_tokens']:,}+{row['completion_tokens']:,} tokens"]
+    if row.get("usage_missing"):
+        parts.append(f"{row['usage_missing']} without usage")
+    parts.append("no price" if row.get("cost_usd") is None else _usd(row["cost_usd"]))
+    if row.get("wall_s") is not None:
+        parts.append(f"{row['wall_s']:.1f}s")
+    if row.get("completion_tokens_per_s") is not None:
+        parts.append(f"{row['completion_tokens_per_s']:,.1f} tok/s")
+    if row.get("calls_per_s") is not None:
+        parts.append(f"{row['calls_per_s']:,.2f} calls/s")
+    return "; " + ", ".join(parts)
+
+
+def row_cost_cells(row: dict[str, Any]) -> list[str]:
+    """A calls row's tokens, cost, wall time and throughput as table cells ("—" when unknown)."""
+    if "prompt_tokens" not in row:
+        return ["—"] * 4
+    tokens = f"{row['prompt_tokens']:,} + {row['completion_tokens']:,}"
+    if row.get("usage_missing"):
+        tokens += f" ({row['usage_missing']} without usage)"
+    cost = "no price" if row.get("cost_usd") is None else _usd(row["cost_usd"])
+    wall = "—" if row.get("wall_s") is None else f"{row['wall_s']:.1f}s"
+    rates = []
+    if row.get("completion_tokens_per_s") is not None:
+        rates.append(f"{row['completion_tokens_per_s']:,.1f} tok/s")
+    if row.get("calls_per_s") is not None:
+        rates.append(f"{row['calls_per_s']:,.2f} calls/s")
+    return [tokens, cost, wall, ", ".join(rates) or "—"]
+
+
 def calls_lines(results: dict[str, Any]) -> list[str]:
-    """The calls section as lines: one per role and stage, with every retried or failed reason."""
+    """The calls section as lines: one per role and stage, with every retried or failed reason,
+    tokens, estimated cost, wall time and throughput."""
     calls = results.get("calls")
     if not calls:
         return []
@@ -86,7 +144,11 @@ def calls_lines(results: dict[str, Any]) -> list[str]:
         f"calls: {total['made']} made, {total['reused']} reused, {total['failed']} failed, "
         f"{total['retried_attempts']} retried attempt(s)"
         + (f", {total['empty_answers']} empty answer(s)" if total.get("empty_answers") else "")
+        + (f", {total['not_sent']} not sent" if total.get("not_sent") else "")
     ]
+    cost = cost_line(calls)
+    if cost:
+        lines.append(f"  {cost}")
     for row in calls["by_role"]:
         line = (
             f"  {row['role']} ({row['model']}) {row['stage']}: {row['made']} made, {row['reused']} reused, "
@@ -94,6 +156,9 @@ def calls_lines(results: dict[str, Any]) -> list[str]:
         )
         if row.get("empty_answers"):
             line += f", {row['empty_answers']} empty"
+        if row.get("not_sent"):
+            line += f", {row['not_sent']} not sent"
+        line += _row_cost(row)
         if row.get("attempt_errors"):
             line += "; retried after" + _reasons(row["attempt_errors"])
         if row.get("failure_reasons"):

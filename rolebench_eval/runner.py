@@ -18,12 +18,12 @@ from typing import Any
 
 from rolebench_eval import run_dir as rd
 from rolebench_eval.backends.base import Backend, BackendOptions
-from rolebench_eval.call_accounting import EMPTY_ANSWER, MODEL_ROLE, CallTally, empty_answer_check, nothing_scored
-from rolebench_eval.call_store import CallResult, CallStore, run_calls
+from rolebench_eval.call_accounting import CallTally
+from rolebench_eval.call_store import CallStore
 from rolebench_eval.embedded import SMOKE_JUDGE_WARNING
 from rolebench_eval.endpoint_identity import FRESH_NOTE, finished_run_by_name, identify_endpoints, name_only_config
-from rolebench_eval.fresh_calls import FreshCallStore
 from rolebench_eval.errors import RbeError, UsageError
+from rolebench_eval.fresh_calls import FreshCallStore
 from rolebench_eval.models import (
     ModelSpec,
     build_backend,
@@ -33,17 +33,22 @@ from rolebench_eval.models import (
     spec_identity,
 )
 from rolebench_eval.provenance import git_revision, machine, package_versions
-from rolebench_eval.requests import ChatRequest, Completion
-from rolebench_eval.secrets import redact
-from rolebench_eval.task_api import Evaluation, JudgeSpec, ModelCall, ReplyCheck, RunSettings, Task, TaskOutcome
 from rolebench_eval.run_lock import RunLock
+from rolebench_eval.run_outputs import current_results, write_outputs, write_stamp
+from rolebench_eval.scheduling.budget import Budget
+from rolebench_eval.scheduling.lanes import BatchLane, DeviceToken, Lane, LazyLane
+from rolebench_eval.scheduling.pricing import price_table
+from rolebench_eval.scheduling.progress import Observers, ProgressDisplay
+from rolebench_eval.scheduling.scheduler import RoleBinding, Scheduler
+from rolebench_eval.secrets import redact
+from rolebench_eval.sibling_runs import record_reuse, sibling_calls
+from rolebench_eval.task_api import MODEL_ROLE, Job, JudgeSpec, RunSettings, Sample, Task, TaskOutcome, staged_job
 from rolebench_eval.task_registry import TaskSpec, build_task, check_task_options, discover
 
 # The embedded model is a 135M plumbing model on 2 CPU cores: protocol limits of 3000 tokens
 # would take minutes per answer. Used only when the user sets no limit, and recorded.
 SMOKE_ANSWER_MAX_TOKENS = 128
 SMOKE_JUDGE_MAX_TOKENS = 128
-RESULTS_SCHEMA = "rolebench-eval/results/v1"
 # Attempts per call when a 200 reply is unusable (empty, no parseable verdict): the first and 2
 # more; each attempt may itself be retried by the backend (429, 5xx, timeouts).
 CONTENT_ATTEMPTS = 3
@@ -77,6 +82,9 @@ class RunConfig:
     wait_for_lock: bool = True  # another run holds the run directory: wait (True) or refuse (False)
     model_revision: str | None = None  # --model-revision: recorded, part of the model's identity
     fresh: bool = False  # --fresh: no stored answer is reused; every call of this run is made anew
+    prices: list[str] = field(default_factory=list)  # --price MODEL=IN,OUT overrides (pricing.price_table)
+    budget_usd: float | None = None  # --budget-usd: stop before the estimated cost would exceed it
+    max_calls: int | None = None  # --max-calls: at most this many calls sent by this run
 
 
 @dataclass
@@ -90,25 +98,6 @@ class RunResult:
     incomplete: list[str] = field(default_factory=list)
 
 
-class _Progress:
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def bar(self, total: int, description: str) -> Callable[[int], None] | None:
-        if not self.enabled or total == 0:
-            return None
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc=description, unit="call", leave=True, file=sys.stderr)
-
-        def advance(n: int) -> None:
-            bar.update(n)
-            if bar.n >= bar.total:
-                bar.close()
-
-        return advance
-
-
 def _canonical_hash(data: Any) -> str:
     text = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -118,13 +107,18 @@ class Runner:
     def __init__(self, config: RunConfig, log: Callable[[str], None] | None = None):
         self.config = config
         self.log = log or (lambda message: print(message, file=sys.stderr))
-        self.progress = _Progress(sys.stderr.isatty() if config.progress is None else config.progress)
-        self._backends: dict[str, Backend] = {}
         self.calls_made: dict[str, int] = {}
         self.calls_reused: dict[str, int] = {}
         self.failed_calls = 0
         self._lock: RunLock | None = None
-        self.tally = CallTally(CONTENT_ATTEMPTS)
+        prices = price_table(config.prices)
+        self.tally = CallTally(CONTENT_ATTEMPTS, prices=prices)
+        self.progress = ProgressDisplay(enabled=config.progress)
+        self.budget = (
+            Budget(config.max_calls, config.budget_usd, prices=prices, warn=self.log)
+            if config.max_calls is not None or config.budget_usd is not None
+            else None
+        )
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -187,70 +181,52 @@ class Runner:
             options=dict(c.task_options),
         )
 
-    # -- backends ------------------------------------------------------------------------------
+    # -- models and their lanes -----------------------------------------------------------------
 
-    def _backend(self, spec: ModelSpec) -> Backend:
-        identity = spec_identity(spec, self.config.backend_options)
-        if identity not in self._backends:
-            self.log(f"loading {spec.label} ({spec.backend})")
-            self._backends[identity] = build_backend(spec, self.config.backend_options)
-        return self._backends[identity]
+    def _open_backend(self, spec: ModelSpec) -> Backend:
+        self.log(f"loading {spec.label} ({spec.backend})")
+        return build_backend(spec, self.config.backend_options)
 
-    def _release(self, keep: Sequence[ModelSpec]) -> None:
-        """Free local models not needed next (the generator's GPU memory before the judges)."""
-        wanted = {spec_identity(s, self.config.backend_options) for s in keep}
-        for identity in list(self._backends):
-            if identity not in wanted:
-                self._backends.pop(identity).close()
-
-    def _call(
+    def _bindings(
         self,
-        store: CallStore,
-        spec: ModelSpec,
-        stage: str,
-        requests: list[ChatRequest],
-        kind: str,
-        checks: Sequence[ReplyCheck | None] | None = None,
-    ) -> list[CallResult]:
-        identity = spec_identity(spec, self.config.backend_options)
-        advance = self.progress.bar(len(requests), f"{stage} [{spec.label}]")
+        model: ModelSpec,
+        judges: Sequence[ModelSpec],
+        settings: RunSettings,
+        examples: ModelSpec | None,
+        generation_store: CallStore,
+        judging_store: CallStore,
+    ) -> dict[str, RoleBinding]:
+        """Each model role of the tasks bound to its model's store and lane (one lane per model
+        identity, whatever roles it plays: the judge often writes the score examples too)."""
+        options = self.config.backend_options
+        roles: list[tuple[str, ModelSpec, CallStore, str]] = [(MODEL_ROLE, model, generation_store, "generation")]
+        roles += [(j.role, spec, judging_store, "judging") for j, spec in zip(settings.judges, judges)]
+        if examples is not None:
+            roles.append(("examples", examples, judging_store, "judging"))
+        identities = {role: spec_identity(spec, options) for role, spec, _, _ in roles}
+        local = {identities[role] for role, spec, _, _ in roles if spec.backend != "openai"}
+        # Two local engines never share the device (GPU memory): one runs, then the other.
+        device = DeviceToken() if len(local) > 1 else None
+        lanes: dict[str, Lane] = {}
+        bindings = {}
+        for role, spec, store, kind in roles:
+            identity = identities[role]
+            if identity not in lanes:
+                lanes[identity] = self._lane(spec, device if identity in local else None)
+            bindings[role] = RoleBinding(role, spec.label, identity, store, lanes[identity], kind)
+        return bindings
 
-        def generate(batch: Sequence[ChatRequest], on_result: Callable[[int, Completion], None]) -> None:
-            self._backend(spec).generate(batch, on_result)
+    def _lane(self, spec: ModelSpec, device: DeviceToken | None) -> Lane:
+        if spec.backend == "openai":
+            # An endpoint keeps as many requests in flight as it serves well (adaptive, per
+            # replica): its backend brings its own lane. Anything else takes batches.
+            def make() -> Lane:
+                backend = self._open_backend(spec)
+                make_lane = getattr(backend, "lane", None)
+                return make_lane(spec.label) if callable(make_lane) else BatchLane(spec.label, lambda: backend)
 
-        results = run_calls(
-            store, identity, spec.label, stage, requests, generate, advance,
-            checks=checks, content_attempts=CONTENT_ATTEMPTS,
-        )
-        made = sum(1 for r in results if r.made)
-        # Stored failures (empty answers included) make the next run re-derive and retry them.
-        self.failed_calls += sum(1 for r in results if not r.completion.ok)
-        self.calls_made[kind] = self.calls_made.get(kind, 0) + made
-        self.calls_reused[kind] = self.calls_reused.get(kind, 0) + len(requests) - made
-        return results
-
-    def _generate_answers(self, store: CallStore, model: ModelSpec, requests: list[ChatRequest]) -> list[Completion]:
-        """The model under test's answers, as the tasks receive them.
-
-        An answer still empty after its retries is stored as a failed call (the next run asks
-        again) but handed over as the model's answer, with a note: the task judges it and flags it.
-        """
-        results = self._call(
-            store, model, "generate", requests, "generation", [empty_answer_check] * len(requests)
-        )
-        answers = []
-        for result in results:
-            completion = result.completion
-            empty = result.unusable == EMPTY_ANSWER
-            self.tally.add(MODEL_ROLE, model.label, "generate", completion, made=result.made, empty=empty)
-            if empty:
-                completion = replace(
-                    completion,
-                    error=None,
-                    notes=(*completion.notes, f"empty answer after {completion.attempts} attempt(s)"),
-                )
-            answers.append(completion)
-        return answers
+            return LazyLane(spec.label, make)
+        return BatchLane(spec.label, lambda: self._open_backend(spec), device=device)
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -339,33 +315,31 @@ class Runner:
         calls_store = FreshCallStore if c.fresh else CallStore  # --fresh: no stored answer counts
         generation_store = calls_store(
             run_path / rd.GENERATION_CALLS,
-            self._sibling_calls(c.results_dir, run_path, {model_identity}, rd.GENERATION_CALLS),
+            sibling_calls(c.results_dir, run_path, {model_identity}, rd.GENERATION_CALLS),
         )
         judge_identities_all = {spec_identity(s, options) for s in [*judges, *([examples_spec] if examples_spec else [])]}
         judging_store = calls_store(
             run_path / rd.JUDGING_CALLS,
-            self._sibling_calls(c.results_dir, run_path, judge_identities_all, rd.JUDGING_CALLS),
+            sibling_calls(c.results_dir, run_path, judge_identities_all, rd.JUDGING_CALLS),
         )
-        samples = {t.name: t.samples() for t in tasks}
-        requests = [t.generation_request(s) for t in tasks for s in samples[t.name]]
-        answers = self._generate_answers(generation_store, model, requests)
-        judge_models = [*judges, *([examples] if examples else [])]
-        self._release(keep=judge_models)
-
-        roles = {j.role: spec for j, spec in zip(settings.judges, judges)}
-        if examples_spec is not None:
-            roles["examples"] = examples_spec
-        offset = 0
-        evaluations: dict[str, Evaluation] = {}
-        for task in tasks:
-            n = len(samples[task.name])
-            evaluations[task.name] = task.evaluate(samples[task.name], answers[offset : offset + n])
-            offset += n
-        outcomes = self._drive(evaluations, roles, judging_store)
-        self._release(keep=[])
-        self._record_reuse(run_path, generation_store, judging_store)
-        results = self._write(run_path, manifest, tasks, outcomes, judges, model, smoke)
-        self._write_stamp(run_path, config_hash)
+        bindings = self._bindings(model, judges, settings, examples_spec, generation_store, judging_store)
+        for spec in {s.label: s for s in [model, *judges, *([examples_spec] if examples_spec else [])]}.values():
+            self.tally.register(spec.label, spec.backend, spec.model)  # prices by model name
+            if self.budget is not None:
+                self.budget.register(spec.label, spec.backend, spec.model)
+        outcomes = self._evaluate(tasks, bindings)
+        record_reuse(run_path, generation_store, judging_store, self.log)
+        stopped = self.budget.incomplete_line() if self.budget is not None else None
+        results = write_outputs(
+            run_path, manifest, tasks, outcomes, model, judges, self.tally.section(),
+            failure_lines=[
+                *(f"{line} (a rerun retries them)" for line in self.tally.failure_lines()),
+                *([stopped] if stopped else []),
+            ],
+            warnings=self.budget.warnings if self.budget is not None else (),
+        )
+        used = {k: self.calls_made.get(k, 0) + self.calls_reused.get(k, 0) for k in ("generation", "judging")}
+        write_stamp(run_path, config_hash, used, self.failed_calls)
         if c.write_leaderboard:
             from rolebench_eval.leaderboard import write_leaderboard
 
@@ -373,6 +347,32 @@ class Runner:
         return RunResult(
             run_path, results, dict(self.calls_made), dict(self.calls_reused), list(results["incomplete"])
         )
+
+    def _evaluate(self, tasks: Sequence[Task], bindings: dict[str, RoleBinding]) -> dict[str, TaskOutcome]:
+        """Every task's jobs through one scheduler; a task without jobs runs as one staged job."""
+        jobs: list[Job] = []
+        spans: list[tuple[Task, list[Sample], int, int, bool]] = []
+        for task in tasks:
+            samples = task.samples()
+            task_jobs = task.jobs(samples)
+            staged = task_jobs is None
+            if task_jobs is None:
+                task_jobs = [staged_job(task, samples)]
+            spans.append((task, samples, len(jobs), len(task_jobs), staged))
+            jobs += task_jobs
+        scheduler = Scheduler(bindings, content_attempts=CONTENT_ATTEMPTS,
+                              observer=Observers([self.tally, self.progress]), budget=self.budget)
+        try:
+            values = scheduler.run(jobs)
+        finally:
+            self.progress.close()
+            self.calls_made, self.calls_reused = scheduler.counts.made, scheduler.counts.reused
+            self.failed_calls = scheduler.counts.stored_failures + scheduler.counts.not_sent
+        outcomes = {}
+        for task, samples, start, count, staged in spans:
+            part = values[start : start + count]
+            outcomes[task.name] = part[0] if staged else task.finish(samples, part)
+        return outcomes
 
     def _finished_without_endpoint(self, name_hash: str, error: RbeError) -> RunResult:
         """The finished run of this command, printed from its files while an endpoint is down."""
@@ -384,175 +384,12 @@ class Runner:
                  "(the checkpoint it was made with is in its manifest)")
         return cached
 
-    def _sibling_calls(
-        self, root: Path, run_path: Path, identities: set[str], calls_file: str
-    ) -> list[Path]:
-        """The same calls file of other runs that used one of these model identities."""
-        found = []
-        for other in rd.find_runs(root):
-            if other == run_path or not (other / calls_file).exists():
-                continue
-            try:
-                manifest = json.loads((other / rd.MANIFEST).read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                continue
-            used = {manifest.get("model", {}).get("identity")} if calls_file == rd.GENERATION_CALLS else {
-                j.get("identity") for j in [*manifest.get("judges", []), manifest.get("examples_model") or {}]
-            }
-            if used & identities:
-                found.append(other / calls_file)
-        return found
-
-    # The derived files (samples.jsonl, results.json, report.md) are a pure function of the
-    # configuration and the calls files. A stamp of those inputs lets an unchanged rerun print its
-    # results without re-reading every call; any new call, or a failed call to retry, re-derives.
-    def _stamp(self, run_path: Path, config_hash: str) -> dict[str, Any]:
-        files = {}
-        for name in (rd.GENERATION_CALLS, rd.JUDGING_CALLS):
-            path = run_path / name
-            stat = path.stat() if path.exists() else None
-            files[name] = [stat.st_size, stat.st_mtime_ns] if stat else None
-        from rolebench_eval import __version__
-
-        return {"config_hash": config_hash, "rbe_version": __version__, "calls_files": files}
-
-    def _write_stamp(self, run_path: Path, config_hash: str) -> None:
-        stamp = {
-            **self._stamp(run_path, config_hash),
-            "calls_used": {k: self.calls_made.get(k, 0) + self.calls_reused.get(k, 0) for k in ("generation", "judging")},
-            "failed_calls": self.failed_calls,
-        }
-        rd.write_json_atomic(run_path / rd.DERIVED_STAMP, stamp)
-
     def _derived_if_current(self, run_path: Path, config_hash: str) -> RunResult | None:
-        try:
-            stamp = json.loads((run_path / rd.DERIVED_STAMP).read_text(encoding="utf-8"))
-            results = json.loads((run_path / rd.RESULTS).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+        found = current_results(run_path, config_hash)
+        if found is None:
             return None
-        current = self._stamp(run_path, config_hash)
-        if stamp.get("failed_calls", 1) or any(stamp.get(k) != v for k, v in current.items()):
-            return None
-        if results.get("config_hash") != config_hash:
-            return None
-        used = dict(stamp.get("calls_used", {}))
+        results, used = found
         return RunResult(run_path, results, {kind: 0 for kind in used}, used, list(results.get("incomplete") or []))
-
-    def _record_reuse(self, run_path: Path, generation: CallStore, judging: CallStore) -> None:
-        if not (generation.reused_from or judging.reused_from):
-            return
-        for name, store in [("answers_reused_from", generation), ("judgments_reused_from", judging)]:
-            if store.reused_from:
-                self.log(f"{name.replace('_', ' ')}: {', '.join(sorted(store.reused_from))}")
-        manifest_path = run_path / rd.MANIFEST
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        for name, store in [("answers_reused_from", generation), ("judgments_reused_from", judging)]:
-            if store.reused_from:
-                manifest[name] = sorted(set(manifest.get(name, [])) | store.reused_from)
-        rd.write_json_atomic(manifest_path, manifest)
-
-    def _drive(
-        self, evaluations: dict[str, Evaluation], roles: dict[str, ModelSpec], store: CallStore
-    ) -> dict[str, TaskOutcome]:
-        """Advance all tasks stage by stage; each model gets one batch per stage for all tasks."""
-        outcomes: dict[str, TaskOutcome] = {}
-        pending: dict[str, list[ModelCall]] = {}
-        for name, evaluation in evaluations.items():
-            try:
-                pending[name] = next(evaluation)
-            except StopIteration as stop:
-                outcomes[name] = stop.value
-        while pending:
-            # Grouped by model, not by role: the examples model is often the judge itself, and a
-            # model gets one batch per stage however many roles it plays.
-            by_model: dict[str, list[tuple[str, int]]] = {}
-            specs: dict[str, ModelSpec] = {}
-            for name, calls in pending.items():
-                for index, call in enumerate(calls):
-                    if call.model not in roles:
-                        raise UsageError(f"task {name} asked for model role {call.model!r}, which this run has no model for")
-                    identity = spec_identity(roles[call.model], self.config.backend_options)
-                    specs[identity] = roles[call.model]
-                    by_model.setdefault(identity, []).append((name, index))
-            replies: dict[str, list[Completion | None]] = {n: [None] * len(c) for n, c in pending.items()}
-            for identity, refs in by_model.items():
-                calls = [pending[n][i] for n, i in refs]
-                stage = "+".join(sorted({call.stage for call in calls}))
-                results = self._call(
-                    store, specs[identity], stage, [call.request for call in calls], "judging",
-                    [call.check for call in calls],
-                )
-                for (name, index), call, result in zip(refs, calls, results):
-                    # Counted by role and the call's own stage, not the batch's joined stage.
-                    self.tally.add(call.model, specs[identity].label, call.stage, result.completion, made=result.made)
-                    replies[name][index] = result.completion
-            advanced: dict[str, list[ModelCall]] = {}
-            for name in pending:
-                try:
-                    advanced[name] = evaluations[name].send(replies[name])  # type: ignore[arg-type]
-                except StopIteration as stop:
-                    outcomes[name] = stop.value
-            pending = advanced
-        return outcomes
-
-    def _write(
-        self,
-        run_path: Path,
-        manifest: dict[str, Any],
-        tasks: list[Task],
-        outcomes: dict[str, TaskOutcome],
-        judges: list[ModelSpec],
-        model: ModelSpec,
-        smoke: bool,
-    ) -> dict[str, Any]:
-        records = [r for t in tasks for r in outcomes[t.name].records]
-        rd.write_jsonl_atomic(run_path / rd.SAMPLES, records)
-        task_results = {}
-        for task in tasks:
-            outcome = outcomes[task.name]
-            task_manifest = manifest["tasks"][task.name]
-            task_results[task.name] = {
-                "task": task.name,
-                "version": task.version,
-                "protocol": (task_manifest.get("protocol") or {}).get("name"),
-                "roleplay_template": (task_manifest.get("roleplay_template") or {}).get("name"),
-                "unscored_policy": task_manifest.get("unscored_policy"),
-                "judges": [j.label for j in judges] if task_manifest.get("uses_judges", True) else [],
-                "metric_kinds": task.metric_kinds(),
-                **outcome.results,
-                "warnings": outcome.warnings,
-            }
-        results = {
-            "schema": RESULTS_SCHEMA,
-            "run_id": run_path.name,
-            "config_hash": manifest["config_hash"],
-            "model": {"label": model.label, "backend": model.backend, "identity": manifest["model"]["identity"]},
-            "judges": [{"label": j.label, "backend": j.backend, "model": j.model if not j.smoke else "embedded", "smoke": j.smoke} for j in judges],
-            "examples_model": (manifest.get("examples_model") or {}).get("label"),
-            "smoke_judge": smoke,
-            "smoke_warning": SMOKE_JUDGE_WARNING if smoke else None,
-            "deviations": manifest["deviations"],
-            "tasks": task_results,
-            "calls": self.tally.section(),
-            "incomplete": self._incomplete(task_results),
-        }
-        rd.write_json_atomic(run_path / rd.RESULTS, results)
-        from rolebench_eval.html_report import write_run_html
-        from rolebench_eval.report import render_run_report
-
-        rd.write_text_atomic(run_path / rd.REPORT, render_run_report(results))
-        write_run_html(run_path)
-        return results
-
-    def _incomplete(self, task_results: dict[str, Any]) -> list[str]:
-        """Why this run's numbers are not final: failed calls (a rerun retries them), empty tasks."""
-        reasons = [f"{line} (a rerun retries them)" for line in self.tally.failure_lines()]
-        for name, task in task_results.items():
-            if nothing_scored(task):
-                why = (task.get("items") or {}).get("unscored_reasons") or {}
-                detail = "; ".join(f"{n}x {reason}" for reason, n in list(why.items())[:3])
-                reasons.append(f"{name}: nothing could be scored" + (f" ({detail})" if detail else ""))
-        return reasons
 
 
 def _sanitized_argv() -> list[str]:

@@ -85,6 +85,16 @@ class TaskOutcome:
 
 Evaluation = Generator[list[ModelCall], list[Completion], TaskOutcome]
 
+# The model role of the model under test in a ModelCall (judges are "judge:<label>", the
+# score-examples model "examples").
+MODEL_ROLE = "model"
+
+Job = Generator[list[ModelCall], list[Completion], Any]
+"""One unit of work (a question, a judge batch, a dialogue): it yields the calls it needs next,
+receives their completions in the same order, may yield again (any number of times: a dialogue
+yields once per turn), and returns its partial result. The scheduler runs every job of every task
+at once and sends each call as soon as its job asks for it: a job never waits for another job."""
+
 
 class Task(ABC):
     """Base class of task plugins. Subclasses are built by a factory named in `tasks.toml`."""
@@ -117,3 +127,25 @@ class Task(ABC):
     def metric_kinds(self) -> dict[str, str]:
         """Metric name -> 'likert' | 'continuous' | 'verdict', for paired comparisons."""
         return {}
+
+    # -- pipelined evaluation (optional) ---------------------------------------------------------
+    # A task that implements `jobs` and `finish` is run without stage barriers: each job asks for
+    # the model under test's answer itself (ModelCall(MODEL_ROLE, "generate", ...)) together with
+    # whatever else it can ask for at once (score examples need no answer), then for its judgments.
+    # A task that does not is run as one job: all answers, then `evaluate` stage by stage.
+
+    def jobs(self, samples: list[Sample]) -> list[Job] | None:
+        """The task's jobs over `samples`, or None to be run through `generation_request` and
+        `evaluate` (the stage-by-stage interface)."""
+        return None
+
+    def finish(self, samples: list[Sample], results: list[Any]) -> TaskOutcome:
+        """Records and results from the jobs' return values (in the order `jobs` gave them)."""
+        raise NotImplementedError(f"task {self.name} defines jobs() but not finish()")
+
+
+def staged_job(task: Task, samples: list[Sample]) -> Job:
+    """A task without `jobs`, as one job: every answer, then its `evaluate` generator."""
+    answers = yield [ModelCall(MODEL_ROLE, "generate", task.generation_request(s)) for s in samples]
+    outcome = yield from task.evaluate(samples, answers)
+    return outcome

@@ -19,7 +19,10 @@ from rolebench_eval.errors import EXIT_INCOMPLETE
 pytestmark = pytest.mark.slow
 
 SECRET = "sk-rbe-test-Xw93kd02hf71"  # an API key in the environment of the killed run
-ARGS = ["--tasks", "personagym-light", "--limit", "1", "--max-tokens", "16", "--judge-max-tokens", "16", "--no-progress"]
+# --batch-size 2: the 10 calls (answers and score examples go out together) finish in 5 engine
+# batches, so the kill below lands between them.
+ARGS = ["--tasks", "personagym-light", "--limit", "1", "--max-tokens", "16", "--judge-max-tokens", "16",
+        "--batch-size", "2", "--no-progress"]
 
 
 def run_dir(results: Path) -> Path:
@@ -33,7 +36,8 @@ def lines(path: Path) -> list[dict]:
 
 def test_killed_run_resumes_and_a_rerun_makes_no_call(tmp_path: Path, capsys) -> None:
     results = tmp_path / "results"
-    # A real process, killed (SIGKILL: no cleanup) once every answer is saved, mid-judging.
+    # A real process, killed (SIGKILL: no cleanup) as soon as its first calls are saved: the
+    # scheduler sends answers and score examples together, so the kill lands mid-run.
     process = subprocess.Popen(
         [sys.executable, "-m", "rolebench_eval.cli", "run", *ARGS, "--results-dir", str(results)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
@@ -43,19 +47,22 @@ def test_killed_run_resumes_and_a_rerun_makes_no_call(tmp_path: Path, capsys) ->
     generation = None
     while time.monotonic() < deadline and process.poll() is None:
         runs = list((results / "runs").glob("*/calls/generation.jsonl")) if (results / "runs").exists() else []
-        if runs and len(runs[0].read_text().splitlines()) >= 5:
+        if runs and runs[0].read_text().strip():
             generation = runs[0]
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert generation is not None, process.stderr.read().decode()[-2000:]
+    saved_before = sum(
+        len([line for line in path.read_text().splitlines() if line.endswith("}")])
+        for path in generation.parent.glob("*.jsonl")
+    )
 
     # The 135M smoke model writes no usable score examples or verdicts: the run says so (exit 3,
     # nothing could be scored) instead of scoring from nothing.
     assert main(["run", *ARGS, "--results-dir", str(results)]) == EXIT_INCOMPLETE
     captured = capsys.readouterr()
-    assert "model calls made: 0;" not in captured.out  # judging had to finish
     assert "nothing could be scored" in captured.err
     run = run_dir(results)
     generation_calls = lines(run / "calls" / "generation.jsonl")
@@ -65,6 +72,9 @@ def test_killed_run_resumes_and_a_rerun_makes_no_call(tmp_path: Path, capsys) ->
     grading_calls = [c for c in judging_calls if c["stage"] == "rubric_grading"]
     assert len({c["key"] for c in judging_calls}) == len(judging_calls)  # no judging call made twice
     assert len(examples_calls) == 5  # one per question (opencharacter protocol)
+    # The resumed run made exactly the calls the killed one had not saved.
+    made = len(generation_calls) + len(judging_calls) - saved_before
+    assert f"model calls made: {made};" in captured.out and made > 0
 
     records = lines(run / "samples.jsonl")
     assert len(records) == 5

@@ -278,7 +278,11 @@ def _rerun_healthy(config: RunConfig, generation: Plans, judging: Plans,
     second = Runner(config, log=lambda m: None).run()
     assert sorted(_resent(model_server, model_mark)) == sorted(failed_generation)
     resent_judging = _resent(judge_server, judge_mark)
-    assert failed_judging <= set(resent_judging)
+    # A failed judge call asked again is resent, never reused. (One whose inputs changed, e.g. the
+    # grading of an answer that failed and now succeeded, is no longer asked at all.)
+    lines = [json.loads(line) for line in (second.run_dir / "calls" / "judging.jsonl").read_text().splitlines()]
+    succeeded = {json.dumps(line["request"]["messages"], sort_keys=True) for line in lines if line["completion"]["error"] is None}
+    assert failed_judging & succeeded <= set(resent_judging)
     assert not (set(resent_judging) - failed_judging) & seen_before
     assert len(resent_judging) == len(set(resent_judging))
     assert second.incomplete == []

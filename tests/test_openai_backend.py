@@ -561,3 +561,29 @@ def test_recovered_and_failed_calls_record_every_attempt_and_why(jitter: JitterS
     assert not failed.ok and failed.attempts == 3
     # The last failure is the error; the two before it are the earlier attempts.
     assert failed.attempt_errors == ("HTTP 500 server error: Error code: 500 - down",) * 2
+
+
+# -- one retry policy, adaptive by default, replicas ----------------------------------------------
+
+
+def test_generate_runs_on_the_lane_over_every_replica(jitter: JitterSpy) -> None:
+    # generate() is a private ApiLane run: its replicas share the requests, and a retry of a
+    # 503 on one is the lane's (attempts recorded), not a second policy inside the backend.
+    with FakeOpenAIServer(sequence(status(503, "busy"), then=ok(delay=0.02))) as a, \
+            FakeOpenAIServer(servers.always(ok(delay=0.02))) as b:
+        backend = OpenAIBackend("fake-model", TOLERANT, base_url=a.base_url, replicas=[b.base_url])
+        completions = generate(backend, [request(f"q {i}") for i in range(12)])
+        facts = backend.describe()
+    assert all(c.ok for c in completions)
+    assert sorted(c.attempts for c in completions) == [1] * 11 + [2]
+    assert len(a.chat_requests) + len(b.chat_requests) == 13 and a.chat_requests and b.chat_requests
+    assert facts["replicas"] == [b.base_url]
+    assert facts["concurrency"] == {"mode": "pinned", "concurrency": 4}
+
+
+def test_default_concurrency_is_adaptive_and_recorded() -> None:
+    options = BackendOptions()
+    assert options.concurrency is None and options.max_concurrency == 256
+    with FakeOpenAIServer() as server:
+        facts = backend_for(server, options).describe()
+    assert facts["concurrency"] == {"mode": "adaptive", "initial": 4, "max_concurrency": 256}

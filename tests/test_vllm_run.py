@@ -48,16 +48,16 @@ def test_vllm_generator_and_judge_batch_each_stage_of_all_tasks(tmp_path: Path, 
     # from an empty examples block; RoleBench's ROUGE is scored.
     assert main(args) == EXIT_INCOMPLETE
     assert "nothing could be scored" in capsys.readouterr().err
-    # The judge is the same model file as the generator: one engine serves both roles.
-    # 1 generation call (5 PersonaGym answers + 2 RoleBench answers), then round 1 of judging
-    # (5 score-example prompts + RoleBench's 2 items x 2 orders) and, only for the questions whose
-    # examples were usable, round 2 (gradings): one engine call per stage, never one per request.
+    # The judge is the same model file as the generator: one engine (one lane) serves both roles
+    # and gets everything that is ready as one batch: first the 7 answers (5 PersonaGym + 2
+    # RoleBench) together with the 5 score-example prompts (they need no answer), then RoleBench's
+    # 2 items x 2 orders together with the gradings of the questions whose examples were usable.
     (run,) = list((tmp_path / "results" / "runs").iterdir())
     results = json.loads((run / "results.json").read_text())
     assert results["smoke_judge"] is True
     records = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     graded = sum(1 for r in records if r["task"] == "personagym-light" and r["judgments"])
-    assert calls == [7, 9] + ([graded] if graded else [])
+    assert calls == [12, 4 + graded]
     assert set(results["tasks"]) == {"personagym-light", "rolebench-zh"}
     assert results["model"]["backend"] == "vllm"
     assert results["tasks"]["rolebench-zh"]["metrics"]["SPE"]["mean"] is not None

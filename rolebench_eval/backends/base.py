@@ -22,7 +22,10 @@ class BackendOptions:
     """Settings shared by all backends; each backend reads the ones that apply to it."""
 
     batch_size: int = 16
-    concurrency: int = 8
+    # Requests in flight per OpenAI-compatible endpoint (each replica): None adapts between a
+    # low start and `max_concurrency` (scheduling/concurrency.py); a number pins it (--concurrency).
+    concurrency: int | None = None
+    max_concurrency: int = 256
     device: str = "auto"
     dtype: str = "auto"
     chat_template: str | None = None  # path to a Jinja chat template overriding the model's own

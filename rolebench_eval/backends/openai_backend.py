@@ -1,9 +1,10 @@
 """Any OpenAI-compatible chat endpoint: the OpenAI API, vLLM, llama.cpp, transformers serve...
 
-Requests run concurrently (bounded by `concurrency`) with retries on 429, 5xx, timeouts and
-connection errors: exponential backoff with full jitter, honouring Retry-After, bounded both in
-attempts and in total time per request. A request that still fails is recorded as a failed call
-with its reason. Problems that would fail every request (endpoint down, key rejected, unknown
+This module makes and classifies one HTTP attempt (`attempt`); how many requests are in flight
+and how failed attempts are retried (429, 5xx, timeouts, connection errors: exponential backoff
+with full jitter, honouring Retry-After, bounded both in attempts and in total time per request)
+is the lane's (scheduling/api_lane.py), over this endpoint and its replicas. A request that still
+fails is recorded as a failed call with its reason. Problems that would fail every request (endpoint down, key rejected, unknown
 model) stop the run before any work is done. The API key is read from the environment and never
 stored anywhere.
 """
@@ -15,13 +16,13 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from rolebench_eval.backends.base import BackendOptions, ResultCallback
 from rolebench_eval.backends.fingerprint import served_model_facts
 from rolebench_eval.errors import BackendError, did_you_mean
 from rolebench_eval.requests import ChatRequest, Completion, Usage
+from rolebench_eval.scheduling.api_lane import FATAL, FINAL, OK, RETRY, ApiLane, ApiLaneSettings, AttemptOutcome
 from rolebench_eval.secrets import redact
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
@@ -40,6 +41,7 @@ class OpenAIBackend:
         api_key_env: str = DEFAULT_KEY_ENV,
         check_endpoint: bool = True,
         revision: str | None = None,
+        replicas: Sequence[str] = (),
     ):
         import openai
 
@@ -64,6 +66,13 @@ class OpenAIBackend:
         self._openai = openai
         if check_endpoint:
             self._check_endpoint()
+        # Further endpoints serving the same model (--base-url A|B): each is checked like the
+        # first; models.preflight has checked that they all serve the same checkpoint.
+        self._replica_backends = [
+            OpenAIBackend(model, options, base_url=url, api_key_env=api_key_env,
+                          check_endpoint=check_endpoint, revision=revision)
+            for url in replicas
+        ]
 
     def _check_endpoint(self) -> None:
         openai = self._openai
@@ -142,40 +151,65 @@ class OpenAIBackend:
             "base_url": redact(self._base_url),
             "revision": self._revision,
             "api_key_env": self._api_key_env,  # the variable's name only, never its value
-            "concurrency": self._options.concurrency,
+            "replicas": [redact(r._base_url) for r in self._replica_backends],
+            "concurrency": ApiLaneSettings.from_options(self._options).describe(),
             "request_timeout_s": self._options.request_timeout_s,
             "max_attempts": self._options.max_attempts,
             "max_retry_time_s": self._options.max_retry_time_s,
             "openai_client": self._openai.__version__,
         }
 
+    @property
+    def name(self) -> str:
+        """This endpoint in messages and lane snapshots (credentials redacted)."""
+        return redact(self._base_url)
+
+    def replicas(self) -> list[OpenAIBackend]:
+        """This endpoint and the replicas serving the same model (`replicas=` URLs)."""
+        return [self, *self._replica_backends]
+
+    def lane(self, label: str | None = None) -> ApiLane:
+        """A lane over every replica, with this backend's retry and concurrency settings. The
+        scheduler owns one per model; `generate` runs a private one."""
+        # The jitter is looked up here at call time: tests make backoff sleeps short by
+        # replacing this module's `random`, never by changing the retry policy.
+        return ApiLane(
+            label or self._model,
+            self.replicas(),
+            ApiLaneSettings.from_options(self._options),
+            jitter=lambda low, high: random.uniform(low, high),
+        )
+
     def generate(self, requests: Sequence[ChatRequest], on_result: ResultCallback) -> None:
         asyncio.run(self._generate_all(requests, on_result))
 
     async def _generate_all(self, requests: Sequence[ChatRequest], on_result: ResultCallback) -> None:
-        client = self._openai.AsyncOpenAI(
-            **self._client_args, timeout=self._options.request_timeout_s, max_retries=0
-        )
-        semaphore = asyncio.Semaphore(max(1, self._options.concurrency))
-        fatal: list[BackendError] = []
+        lane = self.lane()
+        fatal: list[BaseException] = []
 
         async def one(index: int, request: ChatRequest) -> None:
-            async with semaphore:
-                if fatal:
-                    return
-                try:
-                    completion = await self._call_with_retries(client, request)
-                except BackendError as exc:
-                    fatal.append(exc)
-                    return
-                on_result(index, completion)
+            try:
+                completion = await lane.complete(request)
+            except BackendError as exc:
+                fatal.append(exc)
+                return
+            on_result(index, completion)
 
         try:
             await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
         finally:
-            await client.close()
+            await lane.aclose()
         if fatal:
             raise fatal[0]
+
+    def open_client(self) -> Any:
+        """The async client; created inside the running loop (it binds to it), closed by the lane."""
+        return self._openai.AsyncOpenAI(
+            **self._client_args, timeout=self._options.request_timeout_s, max_retries=0
+        )
+
+    async def close_client(self, client: Any) -> None:
+        await client.close()
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         params = request.params
@@ -193,65 +227,47 @@ class OpenAIBackend:
             body["stop"] = list(params.stop)
         return body
 
-    async def _call_with_retries(self, client: Any, request: ChatRequest) -> Completion:
+    async def attempt(self, client: Any, request: ChatRequest) -> AttemptOutcome:
+        """One HTTP attempt, classified; the retry policy is the lane's (scheduling/api_lane.py)."""
         openai = self._openai
-        body = self._body(request)
-        deadline = time.monotonic() + self._options.max_retry_time_s
-        last_error = "no attempt made"
-        # Why each attempt before the current one failed: a recovered fault stays on the record.
-        earlier: list[str] = []
-        for attempt in range(1, self._options.max_attempts + 1):
-            retry_after: float | None = None
-            if attempt > 1:
-                earlier.append(last_error)
-            try:
-                response = await client.chat.completions.create(**body)
-                choice = response.choices[0]
-                usage = response.usage
-                return Completion(
-                    text=choice.message.content or "",
-                    finish_reason=choice.finish_reason,
-                    usage=Usage(
-                        prompt_tokens=getattr(usage, "prompt_tokens", None),
-                        completion_tokens=getattr(usage, "completion_tokens", None),
-                    ),
-                    attempts=attempt,
-                    attempt_errors=tuple(earlier),
-                )
-            except openai.AuthenticationError as exc:
-                raise BackendError(f"{self._base_url}: API key rejected: {exc.message}") from exc
-            except openai.NotFoundError as exc:
-                raise BackendError(
-                    f"{self._base_url}: model {self._model!r} not found: {exc.message}"
-                ) from exc
-            except openai.RateLimitError as exc:
-                last_error = f"HTTP 429 rate limited: {exc.message}"
-                retry_after = _retry_after(exc)
-            except openai.InternalServerError as exc:
-                last_error = f"HTTP {exc.status_code} server error: {exc.message}"
-            except openai.APITimeoutError:
-                last_error = f"timed out after {self._options.request_timeout_s:g} s"
-            except openai.APIConnectionError as exc:
-                last_error = f"connection error: {exc.message}"
-            except openai.APIStatusError as exc:
-                # 400 and friends: this request is wrong (too long, bad parameter); retrying
-                # would give the same answer.
-                return replace(
-                    Completion.failure(f"HTTP {exc.status_code}: {_error_text(exc)}"),
-                    attempts=attempt,
-                    attempt_errors=tuple(earlier),
-                )
-            except (IndexError, AttributeError, TypeError, ValueError) as exc:
-                last_error = f"malformed response: {exc!r}"
-            delay = retry_after if retry_after is not None else random.uniform(0, min(60.0, 2.0**attempt))
-            if attempt == self._options.max_attempts or time.monotonic() + delay > deadline:
-                break
-            await asyncio.sleep(delay)
-        return replace(
-            Completion.failure(f"{last_error} (gave up after {attempt} attempt(s))"),
-            attempts=attempt,
-            attempt_errors=tuple(earlier),
-        )
+        shown = redact(self._base_url)
+        try:
+            response = await client.chat.completions.create(**self._body(request))
+            choice = response.choices[0]
+            usage = response.usage
+            completion = Completion(
+                text=choice.message.content or "",
+                finish_reason=choice.finish_reason,
+                usage=Usage(
+                    prompt_tokens=getattr(usage, "prompt_tokens", None),
+                    completion_tokens=getattr(usage, "completion_tokens", None),
+                ),
+            )
+            return AttemptOutcome(OK, completion=completion)
+        except openai.AuthenticationError as exc:
+            error = BackendError(f"{shown}: API key rejected: {redact(str(exc.message))}")
+            return AttemptOutcome(FATAL, exception=error)
+        except openai.NotFoundError as exc:
+            error = BackendError(f"{shown}: model {self._model!r} not found: {redact(str(exc.message))}")
+            return AttemptOutcome(FATAL, exception=error)
+        except openai.RateLimitError as exc:
+            return AttemptOutcome(RETRY, failure="rate_limited", error=f"HTTP 429 rate limited: {exc.message}",
+                                  retry_after_s=_retry_after(exc))
+        except openai.InternalServerError as exc:
+            return AttemptOutcome(RETRY, failure="server_error",
+                                  error=f"HTTP {exc.status_code} server error: {exc.message}")
+        except openai.APITimeoutError:
+            return AttemptOutcome(RETRY, failure="timeout",
+                                  error=f"timed out after {self._options.request_timeout_s:g} s")
+        except openai.APIConnectionError as exc:
+            return AttemptOutcome(RETRY, failure="connection", error=f"connection error: {exc.message}")
+        except openai.APIStatusError as exc:
+            # 400 and friends: this request is wrong (too long, bad parameter); retrying
+            # would give the same answer.
+            return AttemptOutcome(FINAL, completion=Completion.failure(f"HTTP {exc.status_code}: {_error_text(exc)}"))
+        except (IndexError, AttributeError, TypeError, ValueError) as exc:
+            # A garbled reply (a proxy's HTML page, truncated JSON): the server side misbehaves.
+            return AttemptOutcome(RETRY, failure="server_error", error=f"malformed response: {exc!r}")
 
     def close(self) -> None:
         pass

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from rolebench_eval.errors import UsageError
+from rolebench_eval.requests import ChatRequest
 
 PRICES_AS_OF = "2024-10-01"
 PRICES_SOURCE = "https://openai.com/api/pricing/ (standard tier, uncached input)"
@@ -97,3 +98,28 @@ def estimate_cost(
     if prompt_tokens < 0 or completion_tokens < 0:
         raise ValueError(f"token counts must be >= 0, got {prompt_tokens}, {completion_tokens}")
     return (prompt_tokens * price.input_per_million + completion_tokens * price.output_per_million) / 1e6
+
+
+# Backends whose model name is an API model that may have a list price. Local engines (hf, vllm,
+# lm-eval) have none: their cost is the machine's, not a per-token price.
+PRICED_BACKENDS = frozenset({"openai"})
+
+
+def price_for(backend: str, model: str, prices: Mapping[str, Price] | None = None) -> Price | None:
+    """The price of `ModelSpec.model` served by `backend`, or None ("no price", never $0)."""
+    if backend not in PRICED_BACKENDS:
+        return None
+    return (DEFAULT_PRICES if prices is None else prices).get(model)
+
+
+def estimate_prompt_tokens(request: ChatRequest) -> int:
+    """A deliberately high estimate of a request's prompt tokens from its text alone (no tokenizer):
+    a third of a token per ASCII character (English BPE averages about a quarter), one token per
+    other character (CJK text is about one per character), and 4 tokens per message plus 3 for the
+    chat format's framing (OpenAI's documented overhead)."""
+    tokens = 3
+    for message in request.messages:
+        text = message.content
+        ascii_chars = sum(1 for ch in text if ord(ch) < 128)
+        tokens += 4 + math.ceil(ascii_chars / 3) + (len(text) - ascii_chars)
+    return tokens

@@ -1,4 +1,4 @@
-"""The PersonaGym / PersonaGym-Light task: answers, score examples, rubric grading, aggregation."""
+"""The PersonaGym / PersonaGym-Light task: samples, requests, protocols; jobs in pipeline.py."""
 
 from __future__ import annotations
 
@@ -8,19 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rolebench_eval.errors import DataError, UsageError, unknown
-from rolebench_eval.judges.rubric_judge import (
-    RubricPrompts,
-    examples_reply_problem,
-    grading_reply_problem,
-    grading_request,
-    score_examples_request,
-)
+from rolebench_eval.errors import DataError, unknown
+from rolebench_eval.judges.rubric_judge import RubricPrompts
 from rolebench_eval.requests import ChatRequest, Completion, GenerationParams, Message
-from rolebench_eval.task_api import Evaluation, ModelCall, RunSettings, Sample, Task, TaskOutcome
+from rolebench_eval.task_api import Evaluation, Job, RunSettings, Sample, Task, TaskOutcome
 from rolebench_eval.task_registry import TaskSpec
 
-from . import aggregation, outcome
+from . import aggregation, pipeline
 from .protocols import PROTOCOLS, Protocol
 from .roleplay import TEMPLATES
 
@@ -162,7 +156,7 @@ class PersonaGymTask(Task):
             max_tokens=self.settings.judge_max_tokens or self.protocol.judge_max_tokens,
         )
 
-    def _batches(self, samples: Sequence[Sample]) -> list[list[int]]:
+    def batches(self, samples: Sequence[Sample]) -> list[list[int]]:
         """Indices of samples judged together: same persona and task, in question order."""
         groups: dict[tuple[str, str], list[int]] = {}
         for index, sample in enumerate(samples):
@@ -174,110 +168,21 @@ class PersonaGymTask(Task):
     def reference_zero(self) -> bool:
         return self.settings.unscored_policy == "reference-zero"
 
+    # One job per judge batch (pipeline.py): its answers and score examples at once, then its
+    # judges. `evaluate` drives the same jobs stage by stage, so both paths give the same records.
+
+    def jobs(self, samples: list[Sample]) -> list[Job]:
+        pipeline.check_judges(self)
+        return [pipeline.batch_job(self, samples, batch) for batch in self.batches(samples)]
+
+    def finish(self, samples: list[Sample], results: list[Any]) -> TaskOutcome:
+        return pipeline.finish_outcome(self, samples, results)
+
     def evaluate(self, samples: list[Sample], answers: list[Completion]) -> Evaluation:
-        judges = self.settings.judges
-        if not judges:
-            raise UsageError(f"task {self.name} needs a judge (--judge)")
-        params = self.judge_params()
-        reference = self.reference_zero
-        # Under `exclude` a failed answer is unscored and not judged; under `reference-zero` it
-        # is judged as the reply "Error", as the reference code does (see outcome.py).
-        batches = [
-            [i for i in batch if reference or answers[i].ok] for batch in self._batches(samples)
-        ]
-        batches = [b for b in batches if b]
-        # Reply checks make an unusable reply a failed call (retried, and retried by the next
-        # run). The embedded smoke judge (plumbing only, its replies carry no meaning) never
-        # writes usable ones, so checking it would only multiply its calls and make every rerun
-        # repeat them; its unusable replies are still never scored (see outcome.py).
-        examples_smoke = not self.settings.has_examples_model and judges[0].smoke
-        examples_check = None if examples_smoke else examples_reply_problem
+        return pipeline.evaluate_in_lockstep(self, samples, answers)
 
-        # Stage 1: score examples from the examples model (one per question, or per batch).
-        example_groups = (
-            [[i] for b in batches for i in b] if self.protocol.examples_one_at_a_time else batches
-        )
-        example_calls = [
-            ModelCall(
-                "examples",
-                "score_examples",
-                score_examples_request(
-                    self.prompts,
-                    samples[g[0]].unit,
-                    [samples[i].fields["question"] for i in g],
-                    self.rubrics[samples[g[0]].fields["category"]],
-                    params,
-                    one_at_a_time=self.protocol.examples_one_at_a_time,
-                ),
-                check=examples_check,
-            )
-            for g in example_groups
-        ]
-        example_replies = yield example_calls
-        examples, example_info = outcome.deliver_examples(
-            example_groups,
-            example_calls,
-            example_replies,
-            character_indexing=self.protocol.examples_character_indexing,
-            reference=reference,
-        )
-
-        # Stage 2: rubric grading, every judge on every batch whose examples exist.
-        graded = [[i for i in b if examples.get(i) is not None] for b in batches]
-        graded = [b for b in graded if b]
-        grading_calls = []
-        grading_requests = []
-        for batch in graded:
-            first = samples[batch[0]]
-            request = grading_request(
-                self.prompts,
-                self.rubrics[first.fields["category"]],
-                first.unit,
-                [
-                    (
-                        samples[i].fields["question"],
-                        outcome.judged_answer(answers[i], reference) or "",
-                        examples[i] or "",
-                    )
-                    for i in batch
-                ],
-                params,
-            )
-            grading_requests.append(request)
-            grading_calls += [
-                ModelCall(
-                    j.role, "rubric_grading", request, check=None if j.smoke else grading_reply_problem
-                )
-                for j in judges
-            ]
-        grading_replies = yield grading_calls
-
-        judgments, reference_batches = outcome.collect_judgments(
-            samples, graded, judges, grading_replies, reference
-        )
-        grading_prompts = {
-            index: request.messages_json()
-            for batch, request in zip(graded, grading_requests)
-            for index in batch
-        }
-        records = outcome.build_records(
-            self.name,
-            samples,
-            answers,
-            judgments,
-            example_info,
-            grading_prompts,
-            self.generation_request,
-            reference,
-        )
-        results = outcome.task_results(
-            records,
-            reference_batches,
-            [j.label for j in judges],
-            self.settings.unscored_policy,
-            {**METRIC_NAMES, "PersonaScore": self.persona_score_label},
-        )
-        return TaskOutcome(records, results, list(self.warnings))
+    def metric_names(self) -> dict[str, str]:
+        return {**METRIC_NAMES, "PersonaScore": self.persona_score_label}
 
     @property
     def persona_score_label(self) -> str:

@@ -26,6 +26,9 @@ Task options (`--task-option KEY=VALUE`, recorded in manifest.json; defaults in 
 
 `--limit N` takes the first N rows of each test file: N role-specific items (SPE) and N general
 items (CUS; RAW on those of them that have an original answer).
+
+Pipelined: one job per item (`jobs`): the answer, then every judge's ranking calls for it at once;
+`finish` scores the jobs' `item_jobs.ItemResult`s. `evaluate` runs the same judging step in lockstep.
 """
 
 from __future__ import annotations
@@ -39,10 +42,19 @@ from rolebench_eval.backends.fingerprint import file_sha256
 from rolebench_eval.errors import unknown
 from rolebench_eval.judges import pairwise_ranking as ranking
 from rolebench_eval.requests import ChatRequest, Completion, GenerationParams
-from rolebench_eval.task_api import Evaluation, ModelCall, RunSettings, Sample, Task, TaskOutcome
+from rolebench_eval.task_api import (
+    MODEL_ROLE,
+    Evaluation,
+    Job,
+    ModelCall,
+    RunSettings,
+    Sample,
+    Task,
+    TaskOutcome,
+)
 from rolebench_eval.task_registry import TaskSpec
 
-from . import aggregation, dataset, prompts, rouge_metrics
+from . import aggregation, dataset, item_jobs, prompts, rouge_metrics
 from .aggregation import AVG, ROUGE_METRICS, WIN_RATE, WIN_RATE_TIE_ADJUSTED
 
 PROTOCOL = "rolellm"
@@ -132,6 +144,7 @@ class RoleBenchTask(Task):
         self.judge_template = ranking.TEMPLATE_FOR_LANGUAGE[self.language]
         self._manifest: dict[str, Any] | None = None
         self._selected = self._select_items()
+        self._item_index: dict[str, dataset.RoleBenchItem] | None = None
         self._description_warning()
 
     # -- data ----------------------------------------------------------------------------------
@@ -243,7 +256,10 @@ class RoleBenchTask(Task):
         )
 
     def _items_by_id(self) -> dict[str, dataset.RoleBenchItem]:
-        return {i.item_id: i for items in self._selected.values() for i in items}
+        # Built once: every item's job looks its item up.
+        if self._item_index is None:
+            self._item_index = {i.item_id: i for items in self._selected.values() for i in items}
+        return self._item_index
 
     def _baseline(self, item: dataset.RoleBenchItem) -> tuple[str | None, str | None]:
         """(baseline answer, None) or (None, why there is none)."""
@@ -269,69 +285,83 @@ class RoleBenchTask(Task):
             "per_reference": per_reference,
         }
 
+    # One job per item: its answer, then (with judges) every judge's ranking calls for it at once,
+    # as soon as that answer is back. `evaluate` drives the same judging step for all items in
+    # lockstep (one batch of ranking calls), so both interfaces give the same records and results.
+
+    def jobs(self, samples: list[Sample]) -> list[Job]:
+        return [self._item_job(sample) for sample in samples]
+
+    def _item_job(self, sample: Sample) -> Job:
+        (answer,) = yield [ModelCall(MODEL_ROLE, "generate", self.generation_request(sample))]
+        result = yield from self._judge_item(sample, answer)
+        return result
+
     def evaluate(self, samples: list[Sample], answers: list[Completion]) -> Evaluation:
-        items = self._items_by_id()
-        raw = self._raw_references()
+        judging = [self._judge_item(sample, answer) for sample, answer in zip(samples, answers, strict=True)]
+        results = yield from item_jobs.lockstep(judging)
+        return self.finish(samples, results)
+
+    def _judge_item(self, sample: Sample, answer: Completion) -> Job:
+        """The item's ranking calls, every judge and order at once (none without judges, without
+        a baseline answer, or for a failed answer), then what `finish` needs of the item."""
         judges = self.settings.judges
-        # Judge calls: every judge on every item with an answer and a baseline answer.
-        plans: dict[int, tuple[ranking.RankingRequest, ...]] = {}
-        skipped: dict[int, str] = {}
-        for index, (sample, answer) in enumerate(zip(samples, answers)):
-            if not judges:
-                break
-            item = items[sample.sample_id]
+        item = self._items_by_id()[sample.sample_id]
+        plan: tuple[ranking.RankingRequest, ...] | None = None
+        skipped: str | None = None
+        if judges:
             baseline, why = self._baseline(item)
             if baseline is None:
-                skipped[index] = why or "no baseline answer"
-                continue
-            if not answer.ok:
-                continue
-            reference = (
-                item.references[0]
-                if self.options["judge_reference"] == "role-specific" and item.subset == "role_specific"
-                else None
-            )
-            requests, _ = ranking.build_ranking_requests(
-                item.item_id,
-                item.role,
-                self.data.description(item.role),
-                item.question,
-                answer.text or "",
-                baseline,
-                policy=self.order_policy,
-                seed=self.settings.seed,
-                template=self.judge_template,
-                reference=reference,
-                missing_description=self.judge_missing,
-                params=self.judge_params(),
-            )
-            plans[index] = requests
+                skipped = why or "no baseline answer"
+            elif answer.ok:
+                plan = self._ranking_plan(item, answer.text or "", baseline)
         calls = [
             # The embedded smoke judge's replies carry no meaning and rarely parse: retrying them
             # would triple its calls and make every rerun repeat them; they stay unscored.
             ModelCall(judge.role, STAGE, request.request, check=None if judge.smoke else ranking.reply_check)
-            for index, requests in plans.items()
             for judge in judges
-            for request in requests
+            for request in plan or ()
         ]
         replies: list[Completion] = (yield calls) if calls else []
-        return self._outcome(samples, answers, items, raw, plans, skipped, replies)
+        return item_jobs.ItemResult(sample.sample_id, answer, plan, skipped, tuple(replies))
 
-    def _outcome(
-        self,
-        samples: list[Sample],
-        answers: list[Completion],
-        items: dict[str, dataset.RoleBenchItem],
-        raw: dict[str, tuple[str, ...]],
-        plans: dict[int, tuple[ranking.RankingRequest, ...]],
-        skipped: dict[int, str],
-        replies: list[Completion],
-    ) -> TaskOutcome:
+    def _ranking_plan(
+        self, item: dataset.RoleBenchItem, answer: str, baseline: str
+    ) -> tuple[ranking.RankingRequest, ...]:
+        reference = (
+            item.references[0]
+            if self.options["judge_reference"] == "role-specific" and item.subset == "role_specific"
+            else None
+        )
+        requests, _ = ranking.build_ranking_requests(
+            item.item_id,
+            item.role,
+            self.data.description(item.role),
+            item.question,
+            answer,
+            baseline,
+            policy=self.order_policy,
+            seed=self.settings.seed,
+            template=self.judge_template,
+            reference=reference,
+            missing_description=self.judge_missing,
+            params=self.judge_params(),
+        )
+        return requests
+
+    def finish(self, samples: list[Sample], results: list[Any]) -> TaskOutcome:
+        if len(results) != len(samples) or any(
+            not isinstance(r, item_jobs.ItemResult) or r.sample_id != s.sample_id for s, r in zip(samples, results)
+        ):
+            raise ValueError(f"{self.name}: finish() needs one ItemResult per sample, in jobs() order")
+        items = self._items_by_id()
+        raw = self._raw_references()
         judges = self.settings.judges
-        reply_iter = iter(replies)
+        skipped = {index: r.skipped for index, r in enumerate(results) if r.skipped is not None}
         records = []
         verdicts: dict[str, list[ranking.ItemVerdict]] = {j.label: [] for j in judges}
-        for index, (sample, answer) in enumerate(zip(samples, answers)):
+        for index, (sample, result) in enumerate(zip(samples, results)):
+            answer = result.answer
             item = items[sample.sample_id]
             references = {m: (raw[item.item_id] if m == "RAW" else item.references) for m in sample.fields["metrics"]}
             rouge: dict[str, Any] = {}
@@ -345,14 +375,15 @@ class RoleBenchTask(Task):
             baseline, _ = self._baseline(item)
             judgments: list[dict[str, Any]] = []
             item_verdicts: dict[str, dict[str, Any]] = {}
+            reply_iter = iter(result.replies)
             for judge in judges:
-                if index in skipped:
+                if result.skipped is not None:
                     continue
-                if index not in plans:
+                if result.plan is None:
                     verdict = ranking.ItemVerdict("unscored", reason=f"generation failed: {answer.error}")
                 else:
                     parsed = []
-                    for request in plans[index]:
+                    for request in result.plan:
                         reply = next(reply_iter)
                         single = ranking.verdict_from_completion(reply, request.model_label)
                         parsed.append(single)
@@ -401,7 +432,7 @@ class RoleBenchTask(Task):
                     "scores": scores,
                     "unscored_reason": None if answer.ok else f"generation failed: {answer.error}",
                     "baseline_answer": baseline,
-                    "win_rate_skipped": skipped.get(index) if judges else None,
+                    "win_rate_skipped": result.skipped if judges else None,
                     "judgments": judgments,
                     "verdicts": item_verdicts,
                 }

@@ -112,7 +112,9 @@ def test_reference_zero_judges_failed_calls_as_the_reference_does() -> None:
 
 def test_exclude_drops_failed_calls_and_judges_nothing_in_their_place() -> None:
     example_calls, grading_calls, outcome, index = run_with_failures("exclude")
-    assert len(example_calls) == 49  # the failed answer gets no examples
+    # Examples are asked for together with the answer (they do not depend on it), so the failed
+    # answer has its examples call too; it is still never judged.
+    assert len(example_calls) == 50
     ea_user = grading_calls[0].request.messages[1].content
     assert "\\n\\nError\\n" not in ea_user and ea_user.count("Evaluation Form") == 4
     assert grading_calls[2].request.messages[1].content.count("Evaluation Form") == 4
@@ -120,6 +122,8 @@ def test_exclude_drops_failed_calls_and_judges_nothing_in_their_place() -> None:
     assert records[index["p000-EA-q2"]]["unscored_reason"] == f"generation failed: {HTTP_500}"
     assert records[index["p000-TC-q0"]]["unscored_reason"] == f"score examples call failed: {HTTP_500}"
     assert records[index["p000-EA-q2"]]["judgments"] == [] and records[index["p000-TC-q0"]]["judgments"] == []
+    assert records[index["p000-EA-q2"]]["score_examples"]["unusable_reason"] is None
+    assert records[index["p000-EA-q2"]]["judge_prompt"] is None
     assert "reference_substitutions" not in outcome.results["items"]
     # Label-matched verdicts: the echoed block does not shift LH batch 1 (2, 2, 4, 4, 4).
     assert [records[index[f"p000-LH-q{q}"]]["score"] for q in range(5)] == [2, 2, 4, 4, 4]

@@ -1,0 +1,240 @@
+"""The one scheduler of every model call of a run: which call is in flight, for every model and role.
+
+Every job of every task runs at once (an asyncio task each). A job yields the calls it needs next;
+each call is answered from the run's call store when it was made before, joined to an identical
+call already in flight, or sent to its model's lane, which keeps the model busy (a local engine gets
+everything that is ready as one batch, an endpoint as many requests as it serves well). So score
+examples go out with the answers, a judgment as soon as its answer and examples are back, and a
+dialogue's next turn as soon as the last one is: no stage waits for the slowest call of another job.
+
+The scheduler owns what a reply means for the record: the task's content check (and the
+empty-answer rule for the model under test), bounded retries of unusable replies, the append-only
+store, and what is reported to the observer (call counts, tokens, progress) and the budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from rolebench_eval.call_accounting import EMPTY_ANSWER, empty_answer_check
+from rolebench_eval.call_store import CallStore
+from rolebench_eval.errors import UsageError
+from rolebench_eval.requests import Completion
+from rolebench_eval.scheduling.lanes import Lane
+from rolebench_eval.task_api import MODEL_ROLE, Job, ModelCall, ReplyCheck
+
+NOT_SENT = "not sent: "
+
+
+@dataclass(frozen=True)
+class RoleBinding:
+    """What a model role of the tasks ("model", "judge:<label>", "examples") is bound to."""
+
+    role: str
+    label: str  # the model's label (tables, the calls section)
+    identity: str  # part of every cache key
+    store: CallStore
+    lane: Lane
+    kind: str  # "generation" (the model under test) or "judging": the totals the CLI prints
+
+
+@dataclass
+class CallCounts:
+    """Per kind ("generation", "judging"): calls made in this run and reused from the stores."""
+
+    made: dict[str, int]
+    reused: dict[str, int]
+    stored_failures: int = 0  # failed calls written to a store: the next run retries them
+    not_sent: int = 0  # calls the budget refused: not stored, the next run makes them
+
+
+class Scheduler:
+    def __init__(
+        self,
+        roles: Mapping[str, RoleBinding],
+        *,
+        content_attempts: int,
+        observer: Any = None,
+        budget: Any = None,
+    ):
+        self._roles = dict(roles)
+        self._content_attempts = max(1, content_attempts)
+        self._observer = observer
+        self._budget = budget
+        self._in_flight: dict[str, asyncio.Future[Completion]] = {}
+        kinds = {binding.kind: 0 for binding in self._roles.values()}
+        self.counts = CallCounts(made=dict(kinds), reused=dict(kinds))
+        self.not_sent_reasons: dict[str, int] = {}
+
+    # -- running jobs --------------------------------------------------------------------------
+
+    def run(self, jobs: Sequence[Job]) -> list[Any]:
+        """Run every job to its end; their return values, in order."""
+        return asyncio.run(self._run_all(jobs))
+
+    async def _run_all(self, jobs: Sequence[Job]) -> list[Any]:
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._drive(job)) for job in jobs]
+        except BaseExceptionGroup as failure:
+            # A whole backend failed, or a task raised: the first cause, as a plain exception,
+            # so the CLI's error table applies (every finished call is already in the store).
+            raise _first_cause(failure) from None
+        finally:
+            for lane in {id(b.lane): b.lane for b in self._roles.values()}.values():
+                await lane.aclose()
+        return [task.result() for task in tasks]
+
+    async def _drive(self, job: Job) -> Any:
+        depth = 0
+        try:
+            calls = next(job)
+            while True:
+                replies = list(await asyncio.gather(*(self._call(c, depth) for c in calls))) if calls else []
+                depth += 1
+                calls = job.send(replies)
+        except StopIteration as stop:
+            return stop.value
+
+    # -- one call ------------------------------------------------------------------------------
+
+    async def _call(self, call: ModelCall, depth: int) -> Completion:
+        binding = self._roles.get(call.model)
+        if binding is None:
+            raise UsageError(f"a task asked for model role {call.model!r}, which this run has no model for")
+        key = call.request.cache_key(binding.identity)
+        check = _check_of(call)
+        stored = binding.store.answer(key)
+        # An answer stored before this check existed (or by another version) is not trusted.
+        if stored is not None and (check is None or check(stored.text or "") is None):
+            self._count(binding, made=False)
+            self._finished(binding, call, stored, made=False, latency=None)
+            return stored
+        joined = self._in_flight.get(key)
+        if joined is not None:  # the same request of another job: sent once, answered twice
+            completion = await asyncio.shield(joined)
+            self._count(binding, made=False)
+            self._finished(binding, call, completion, made=False, latency=None)
+            return completion
+        future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        try:
+            completion = await self._send(binding, call, key, check, depth)
+            future.set_result(completion)
+            return completion
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: joined calls re-raise it, nobody else must log it
+            raise
+        finally:
+            del self._in_flight[key]
+
+    async def _send(self, binding: RoleBinding, call: ModelCall, key: str, check: ReplyCheck | None, depth: int) -> Completion:
+        refused = self._budget.refuse(binding.role, binding.label, call.request) if self._budget else None
+        if refused:
+            self.counts.not_sent += 1
+            self.not_sent_reasons[refused] = self.not_sent_reasons.get(refused, 0) + 1
+            refusal = Completion.failure(NOT_SENT + refused)
+            self._finished(binding, call, refusal, made=False, latency=None)
+            return refusal
+        self._notify("queued", binding, call)
+        attempt = _Attempt(started=time.monotonic())
+        for number in range(1, self._content_attempts + 1):
+            self._notify("started", binding, call)
+
+            def sink(completion: Completion, last: bool = number == self._content_attempts) -> None:
+                # Runs the moment the reply arrives: a final reply is recorded at once.
+                attempt.add(completion, check)
+                if attempt.reason is None or last:
+                    self._settle(binding, call, key, attempt)
+
+            await binding.lane.complete(call.request, priority=-depth, sink=sink)
+            if attempt.handed is not None:
+                return attempt.handed
+            attempt.errors.append(f"unusable reply: {attempt.reason}")
+        raise AssertionError("unreachable: the last attempt always settles")
+
+    def _settle(self, binding: RoleBinding, call: ModelCall, key: str, attempt: _Attempt) -> None:
+        """Record a call's final reply; what the task receives is `attempt.handed`."""
+        assert attempt.last is not None
+        completion, reason = attempt.last, attempt.reason
+        if self._budget is not None:
+            self._budget.spent(binding.role, binding.label, completion)
+        stored = replace(completion, attempts=attempt.attempts, attempt_errors=tuple(attempt.errors))
+        if reason is not None:
+            # Kept with its text for the record, but a failed call: the next run asks again.
+            stored = replace(stored, error=f"unusable reply: {reason} (after {attempt.attempts} attempt(s))")
+        binding.store.append(key, binding.label, call.stage, call.request, stored)
+        self._count(binding, made=True)
+        if not stored.ok:
+            self.counts.stored_failures += 1
+        handed = stored
+        if call.model == MODEL_ROLE and reason == EMPTY_ANSWER:
+            # Stored as failed (retried by the next run) but judged as the model's answer, flagged.
+            handed = replace(
+                completion, attempts=attempt.attempts, attempt_errors=tuple(attempt.errors),
+                notes=(*completion.notes, f"empty answer after {attempt.attempts} attempt(s)"),
+            )
+        attempt.handed = handed
+        self._finished(binding, call, handed, made=True, latency=time.monotonic() - attempt.started,
+                       empty=handed is not stored)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def _count(self, binding: RoleBinding, *, made: bool) -> None:
+        totals = self.counts.made if made else self.counts.reused
+        totals[binding.kind] = totals.get(binding.kind, 0) + 1
+
+    def _notify(self, event: str, binding: RoleBinding, call: ModelCall) -> None:
+        method = getattr(self._observer, event, None)
+        if method is not None:
+            method(binding.role, binding.label, call.stage)
+
+    def _finished(self, binding: RoleBinding, call: ModelCall, completion: Completion, *, made: bool,
+                  latency: float | None, empty: bool = False) -> None:
+        if self._observer is not None:
+            self._observer.finished(binding.role, binding.label, call.stage, completion,
+                                    made=made, latency_s=latency, empty=empty)
+
+
+@dataclass
+class _Attempt:
+    """The attempts of one call so far (transport retries of the lane included)."""
+
+    started: float
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+    last: Completion | None = None
+    reason: str | None = None  # why the last reply is unusable
+    handed: Completion | None = None  # set when the call is settled
+
+    def add(self, completion: Completion, check: ReplyCheck | None) -> None:
+        self.attempts += completion.attempts
+        self.errors += completion.attempt_errors
+        self.last = completion
+        self.reason = check(completion.text or "") if check is not None and completion.ok else None
+
+
+def _check_of(call: ModelCall) -> ReplyCheck | None:
+    """The content check of a call: the task's, and for the model under test an empty reply."""
+    if call.model != MODEL_ROLE:
+        return call.check
+    task_check = call.check
+    if task_check is None:
+        return empty_answer_check
+
+    def both(text: str) -> str | None:
+        return empty_answer_check(text) or task_check(text)
+
+    return both
+
+
+def _first_cause(group: BaseExceptionGroup) -> BaseException:
+    first = group.exceptions[0]
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first

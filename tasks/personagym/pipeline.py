@@ -1,0 +1,231 @@
+"""PersonaGym as pipelined jobs: one job per judge batch (same persona and task).
+
+A batch job asks at once for the model under test's answers to its questions and for their score
+examples (examples need no answer), then, once both are back, for every judge's grading of the
+questions that can be judged, and returns a `BatchResult`. `finish_outcome` turns the results of
+all batches into the task's records and results. The stage-by-stage `evaluate` drives the same jobs
+in lockstep (`evaluate_in_lockstep`), so both paths share one implementation and give identical
+records for identical completions.
+
+Because the examples are asked for before the answer is known, a question whose answer then fails
+still has its examples call (under `exclude` it is not judged; the examples stay in its record and
+in the call store for the rerun that retries the answer), and a batched (`personagym` protocol)
+examples request always carries the batch's questions, whichever answers succeed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rolebench_eval.errors import UsageError
+from rolebench_eval.judges.rubric_judge import (
+    examples_reply_problem,
+    grading_reply_problem,
+    grading_request,
+    score_examples_request,
+)
+from rolebench_eval.requests import ChatRequest, Completion
+from rolebench_eval.task_api import (
+    MODEL_ROLE,
+    Evaluation,
+    Job,
+    ModelCall,
+    ReplyCheck,
+    Sample,
+    TaskOutcome,
+)
+
+from . import outcome
+
+if TYPE_CHECKING:  # the task imports this module
+    from .task import PersonaGymTask
+
+
+@dataclass
+class BatchResult:
+    """What one batch job returns: everything `finish_outcome` needs about its questions."""
+
+    questions: list[int]  # indices into the task's samples, in question order
+    answers: list[Completion]  # the model under test's answer to each question
+    example_info: dict[int, dict[str, Any]]  # per question: its examples call and delivery
+    graded: list[int]  # the questions the judges graded (empty: no grading call)
+    grading_request: ChatRequest | None
+    grading_replies: list[Completion]  # one per judge, in judge order
+
+
+def check_judges(task: PersonaGymTask) -> None:
+    if not task.settings.judges:
+        raise UsageError(f"task {task.name} needs a judge (--judge)")
+
+
+def examples_check(task: PersonaGymTask) -> ReplyCheck | None:
+    """The reply check of score-examples calls. Reply checks make an unusable reply a failed call
+    (retried, and retried by the next run). The embedded smoke judge (plumbing only, its replies
+    carry no meaning) never writes usable ones, so checking it would only multiply its calls and
+    make every rerun repeat them; its unusable replies are still never scored (outcome.py)."""
+    smoke = not task.settings.has_examples_model and task.settings.judges[0].smoke
+    return None if smoke else examples_reply_problem
+
+
+def batch_job(task: PersonaGymTask, samples: Sequence[Sample], questions: list[int]) -> Job:
+    """The job of one judge batch: answers and score examples at once, then every judge."""
+    protocol = task.protocol
+    params = task.judge_params()
+    reference = task.reference_zero
+    judges = task.settings.judges
+    first = samples[questions[0]]
+    rubric = task.rubrics[first.fields["category"]]
+    generation = [
+        ModelCall(MODEL_ROLE, "generate", task.generation_request(samples[i])) for i in questions
+    ]
+    # Built from the batch's questions only: the examples never depend on the answers.
+    groups = [[i] for i in questions] if protocol.examples_one_at_a_time else [list(questions)]
+    check = examples_check(task)
+    example_calls = [
+        ModelCall(
+            "examples",
+            "score_examples",
+            score_examples_request(
+                task.prompts,
+                first.unit,
+                [samples[i].fields["question"] for i in group],
+                rubric,
+                params,
+                one_at_a_time=protocol.examples_one_at_a_time,
+            ),
+            check=check,
+        )
+        for group in groups
+    ]
+    replies = yield generation + example_calls
+    answers = list(replies[: len(questions)])
+    examples, info = outcome.deliver_examples(
+        groups,
+        example_calls,
+        replies[len(questions) :],
+        character_indexing=protocol.examples_character_indexing,
+        reference=reference,
+    )
+    # Under `exclude` a failed answer is unscored and not judged (left out of the judge batch);
+    # under `reference-zero` it is judged as the reply "Error", as the reference code does.
+    # Examples that are unusable (None) are never judged under either policy.
+    graded = [
+        i
+        for i, answer in zip(questions, answers)
+        if (reference or answer.ok) and examples.get(i) is not None
+    ]
+    if not graded:
+        return BatchResult(list(questions), answers, info, [], None, [])
+    by_index = dict(zip(questions, answers))
+    request = grading_request(
+        task.prompts,
+        rubric,
+        first.unit,
+        [
+            (
+                samples[i].fields["question"],
+                outcome.judged_answer(by_index[i], reference) or "",
+                examples[i] or "",
+            )
+            for i in graded
+        ],
+        params,
+    )
+    grading_replies = yield [
+        ModelCall(j.role, "rubric_grading", request, check=None if j.smoke else grading_reply_problem)
+        for j in judges
+    ]
+    return BatchResult(list(questions), answers, info, graded, request, list(grading_replies))
+
+
+def finish_outcome(
+    task: PersonaGymTask, samples: list[Sample], results: Sequence[BatchResult]
+) -> TaskOutcome:
+    """Records and results of the task from its batch jobs' results (in `jobs` order)."""
+    answers: list[Completion | None] = [None] * len(samples)
+    example_info: dict[int, dict[str, Any]] = {}
+    graded: list[list[int]] = []
+    grading_requests: list[ChatRequest] = []
+    grading_replies: list[Completion] = []
+    for result in results:
+        for index, answer in zip(result.questions, result.answers):
+            answers[index] = answer
+        example_info.update(result.example_info)
+        if result.graded:
+            assert result.grading_request is not None
+            graded.append(result.graded)
+            grading_requests.append(result.grading_request)
+            grading_replies += result.grading_replies
+    missing = [samples[i].sample_id for i, a in enumerate(answers) if a is None]
+    if missing:
+        # A driver bug, not bad input: the results must cover every sample of `jobs(samples)`.
+        raise ValueError(f"PersonaGym finish: no job result for samples {missing[:3]}")
+    complete = [a for a in answers if a is not None]
+    reference = task.reference_zero
+    judges = task.settings.judges
+    judgments, reference_batches = outcome.collect_judgments(
+        samples, graded, judges, grading_replies, reference
+    )
+    grading_prompts = {
+        index: request.messages_json()
+        for batch, request in zip(graded, grading_requests)
+        for index in batch
+    }
+    records = outcome.build_records(
+        task.name,
+        samples,
+        complete,
+        judgments,
+        example_info,
+        grading_prompts,
+        task.generation_request,
+        reference,
+    )
+    results_section = outcome.task_results(
+        records,
+        reference_batches,
+        [j.label for j in judges],
+        task.settings.unscored_policy,
+        task.metric_names(),
+    )
+    return TaskOutcome(records, results_section, list(task.warnings))
+
+
+def evaluate_in_lockstep(
+    task: PersonaGymTask, samples: list[Sample], answers: list[Completion]
+) -> Evaluation:
+    """The stage-by-stage interface over the same batch jobs: answers are known, so each job's
+    generation calls are answered from `answers`; every job's examples calls are yielded as one
+    stage, then every job's grading calls as the next (possibly empty) stage."""
+    check_judges(task)
+    batches = task.batches(samples)
+    jobs = [batch_job(task, samples, batch) for batch in batches]
+    firsts = [next(job) for job in jobs]
+    for batch, calls in zip(batches, firsts):
+        # The job's layout: its questions' generation calls first, in question order.
+        assert all(c.model == MODEL_ROLE for c in calls[: len(batch)])
+    example_replies = yield [c for batch, calls in zip(batches, firsts) for c in calls[len(batch) :]]
+    results: list[BatchResult | None] = [None] * len(jobs)
+    pending: list[tuple[int, list[ModelCall]]] = []
+    offset = 0
+    for k, (job, batch, calls) in enumerate(zip(jobs, batches, firsts)):
+        n_examples = len(calls) - len(batch)
+        own = [answers[i] for i in batch] + list(example_replies[offset : offset + n_examples])
+        offset += n_examples
+        try:
+            pending.append((k, job.send(own)))
+        except StopIteration as stop:
+            results[k] = stop.value
+    grading_replies = yield [c for _, calls in pending for c in calls]
+    offset = 0
+    for k, calls in pending:
+        try:
+            jobs[k].send(list(grading_replies[offset : offset + len(calls)]))
+        except StopIteration as stop:
+            results[k] = stop.value
+        else:
+            raise RuntimeError("a PersonaGym batch job yielded more than twice")
+        offset += len(calls)
+    return finish_outcome(task, samples, [r for r in results if r is not None])
