@@ -23,6 +23,7 @@ shown as "stage-barrier bound".
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -68,7 +69,8 @@ def chain_bounds(log: list[dict[str, Any]], config: SimConfig, total_tokens: int
 
 def run_once(personas: int, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     config = SimConfig(slots=args.slots, gain=args.gain, step_s=args.step_ms / 1000.0,
-                       models=(MODEL, JUDGE), seed=args.seed, lifetime_s=args.timeout + 60)
+                       models=(MODEL, JUDGE), seed=args.seed, lifetime_s=args.timeout + 60,
+                       requests_per_s=args.requests_per_s, tokens_per_s=args.tokens_per_s)
     env = dict(os.environ)
     env.pop("OPENAI_API_KEY", None)  # a local server: the placeholder key is used
     if args.rbe_pythonpath:
@@ -90,9 +92,27 @@ def run_once(personas: int, mode: str, args: argparse.Namespace) -> dict[str, An
         wall = time.monotonic() - start
         stats = server.stats()
         bounds = chain_bounds(server.log, config, stats["completion_tokens"])
+        profile = server.batch_profile()
+        calls = _rbe_calls(Path(results))
     share_wall = stats["completion_tokens"] / wall / stats["peak_tokens_per_s"] if wall else 0.0
+    # Against a rate limit the ceiling is the allowed rate, not the engine's peak.
+    span = stats["span_s"]
+    allowed = []
+    if args.requests_per_s and span:
+        allowed.append(stats["completed"] / span / args.requests_per_s)
+    if args.tokens_per_s and span:
+        allowed.append((stats["prompt_tokens"] + stats["completion_tokens"]) / span / args.tokens_per_s)
     return {"personas": personas, "mode": mode, "exit": code, "stderr": stderr, "wall_s": wall,
-            "share_wall": share_wall, **stats, **bounds}
+            "share_wall": share_wall, "profile": profile, "calls": calls,
+            "share_of_allowed": max(allowed) if allowed else None, **stats, **bounds}
+
+
+def _rbe_calls(results: Path) -> dict[str, Any]:
+    """rbe's own account of its calls (results.json `calls.total`): made, failed, not sent..."""
+    found = sorted(results.glob("runs/*/results.json"))
+    if not found:
+        return {}
+    return json.loads(found[0].read_text()).get("calls", {}).get("total", {})
 
 
 def main() -> None:
@@ -104,6 +124,9 @@ def main() -> None:
     parser.add_argument("--step-ms", type=float, default=1.0, help="engine step at batch 1 (time scale)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per rbe run")
+    parser.add_argument("--requests-per-s", type=float, default=None, help="server rate limit (429 beyond)")
+    parser.add_argument("--tokens-per-s", type=float, default=None,
+                        help="server rate limit on prompt + completion tokens (429 beyond)")
     parser.add_argument("--rbe-pythonpath", default=None,
                         help="run rbe from this source tree (e.g. an exported older commit)")
     args = parser.parse_args()
@@ -123,6 +146,14 @@ def main() -> None:
               f"{r['mean_batch_while_busy']:.1f} | {r['chain_bound']:.0%} / {r['chain_bound_full']:.0%} | "
               f"{r['barrier_bound']:.0%} / {r['barrier_bound_full']:.0%} | "
               f"{r['rate_limited']} | {r['max_lag_s'] * 1000:.1f} |")
+    print()
+    for r in rows:
+        c = r["calls"]
+        print(f"{r['personas']} personas, {r['mode']}: rbe calls made {c.get('made')}, failed {c.get('failed')}, "
+              f"not sent {c.get('not_sent')}, retried attempts {c.get('retried_attempts')}; server 429s "
+              f"{r['rate_limited']}" + (f"; share of the allowed rate {r['share_of_allowed']:.0%}"
+                                        if r["share_of_allowed"] is not None else ""))
+        print("  mean batch in each tenth of the span: " + " ".join(f"{b:.0f}" for b in r["profile"]))
     for r in rows:
         if r["exit"] != 0:
             tail = "\n".join(r["stderr"].strip().splitlines()[-5:])

@@ -168,6 +168,9 @@ class SimServer:
         self._busy_time = 0.0
         self._max_running = 0
         self._max_lag = 0.0
+        # (start, end, batch) of each stretch of engine steps at one batch size (loop time),
+        # for the batch-over-time profile of a run.
+        self.timeline: list[tuple[float, float, int]] = []
         self._first_arrival: float | None = None
         self._last_done: float | None = None
         self._ready = threading.Event()
@@ -266,6 +269,8 @@ class SimServer:
                     pass
             else:
                 await asyncio.sleep(max(0.0, target - loop.time()))
+            if self.config.keep_log:
+                self.timeline.append((clock, clock + steps * dt, batch))
             clock += steps * dt
             if loop.time() < clock:  # the step in progress when a request arrived
                 await asyncio.sleep(clock - loop.time())
@@ -385,7 +390,21 @@ class SimServer:
             "busy_fraction": self._busy_time / span if span > 0 else 0.0,
             "max_running": self._max_running,
             "max_lag_s": self._max_lag,
+            "first_arrival": self._first_arrival,
         }
+
+    def batch_profile(self, parts: int = 10) -> list[float]:
+        """Mean running batch (idle counts as 0) in each of `parts` equal slices of the span."""
+        start, end = self._first_arrival, self._last_done
+        if start is None or end is None or end <= start:
+            return []
+        width = (end - start) / parts
+        sums = [0.0] * parts
+        for a, b, batch in self.timeline:
+            for i in range(max(0, int((a - start) // width)), min(parts, int((b - start) // width) + 1)):
+                lo, hi = start + i * width, start + (i + 1) * width
+                sums[i] += batch * max(0.0, min(b, hi) - max(a, lo))
+        return [v / width for v in sums]
 
 
 def _error(status: int, message: str, retry_after: float | None = None) -> web.Response:

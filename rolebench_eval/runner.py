@@ -113,6 +113,7 @@ class Runner:
         self._lock: RunLock | None = None
         prices = price_table(config.prices)
         self.tally = CallTally(CONTENT_ATTEMPTS, prices=prices)
+        self.lane_snapshots: dict[str, Any] = {}
         self.progress = ProgressDisplay(enabled=config.progress)
         self.budget = (
             Budget(config.max_calls, config.budget_usd, prices=prices, warn=self.log)
@@ -331,7 +332,7 @@ class Runner:
         record_reuse(run_path, generation_store, judging_store, self.log)
         stopped = self.budget.incomplete_line() if self.budget is not None else None
         results = write_outputs(
-            run_path, manifest, tasks, outcomes, model, judges, self.tally.section(),
+            run_path, manifest, tasks, outcomes, model, judges, {**self.tally.section(), "lanes": self.lane_snapshots},
             failure_lines=[
                 *(f"{line} (a rerun retries them)" for line in self.tally.failure_lines()),
                 *([stopped] if stopped else []),
@@ -368,6 +369,7 @@ class Runner:
             self.progress.close()
             self.calls_made, self.calls_reused = scheduler.counts.made, scheduler.counts.reused
             self.failed_calls = scheduler.counts.stored_failures + scheduler.counts.not_sent
+            self.lane_snapshots = scheduler.lane_snapshots
         outcomes = {}
         for task, samples, start, count, staged in spans:
             part = values[start : start + count]

@@ -291,3 +291,33 @@ def test_terminal_summary_lists_every_unscored_reason() -> None:
         "n": 20, "n_scored": 10, "n_unscored": 10, "unscored_reasons": reasons}}}}
     line = next(l for l in render_terminal(results).splitlines() if l.startswith("items:"))
     assert line.endswith("(5x reason 0; 4x reason 1; 3x reason 2; 2x reason 3; 1x reason 4)")
+
+
+def test_max_calls_stops_cleanly_and_a_rerun_continues(tmp_path: Path, scripted_backends) -> None:
+    # 30 calls in all (10 answers, 10 score examples, 10 gradings); at most 12 new ones per run.
+    scripted_backends({"embedded": answer, "judge-a": judge_by_task})
+    first = Runner(config(tmp_path, max_calls=12), log=lambda m: None).run()
+    assert sum(first.calls_made.values()) == 12
+    assert any("--max-calls 12" in line for line in first.incomplete)
+    # Refused: every call asked for beyond the 12; gradings whose answer or examples were refused
+    # are never asked.
+    not_sent = first.results["calls"]["total"]["not_sent"]
+    assert 0 < not_sent and 12 + not_sent <= 30
+    lines = sum(len((first.run_dir / "calls" / f).read_text().splitlines()) for f in ("generation.jsonl", "judging.jsonl"))
+    assert lines == 12  # refused calls are not stored: nothing is recorded as failed
+    second = Runner(config(tmp_path, max_calls=12), log=lambda m: None).run()
+    third = Runner(config(tmp_path, max_calls=12), log=lambda m: None).run()
+    made = [sum(r.calls_made.values()) for r in (first, second, third)]
+    assert sum(made) == 30 and made[2] <= 12  # every call made exactly once over the three runs
+    assert third.incomplete == []
+    metrics = third.results["tasks"]["personagym-light"]["metrics"]
+    assert metrics["EA"]["mean"] == 4 and metrics["AJ"]["mean"] == 2
+
+
+def test_each_lane_is_recorded_with_its_batches(tmp_path: Path, scripted_backends) -> None:
+    scripted_backends({"embedded": answer, "judge-a": judge_by_task})
+    result = Runner(config(tmp_path), log=lambda m: None).run()
+    lanes = result.results["calls"]["lanes"]
+    # The local model's lane took its 10 answers as one engine batch (nothing else was ready).
+    assert lanes["embedded"]["requests"] == 10 and lanes["embedded"]["engine_batches"] == 1
+    assert lanes["judge-a"]["requests"] == 20

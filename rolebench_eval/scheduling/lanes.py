@@ -132,6 +132,7 @@ class BatchLane(Lane):
         self._order = itertools.count()
         self._worker: asyncio.Task[None] | None = None
         self._running = 0
+        self._batches = self._largest = self._requests = 0
 
     async def complete(self, request: ChatRequest, priority: int = 0, sink: Sink | None = None) -> Completion:
         future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
@@ -141,7 +142,8 @@ class BatchLane(Lane):
         return await future
 
     def snapshot(self) -> dict[str, Any]:
-        return {"queued": len(self._queue), "in_flight": self._running}
+        return {"queued": len(self._queue), "in_flight": self._running, "engine_batches": self._batches,
+                "largest_batch": self._largest, "requests": self._requests}
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -160,6 +162,9 @@ class BatchLane(Lane):
                 loop.call_soon_threadsafe(resolve, futures[index], completion, sinks[index])
 
             self._running = len(batch)
+            self._batches += 1
+            self._largest = max(self._largest, len(batch))
+            self._requests += len(batch)
             try:
                 backend = self._backend or await asyncio.to_thread(self._open_backend)
                 self._backend = backend

@@ -69,6 +69,7 @@ class Scheduler:
         kinds = {binding.kind: 0 for binding in self._roles.values()}
         self.counts = CallCounts(made=dict(kinds), reused=dict(kinds))
         self.not_sent_reasons: dict[str, int] = {}
+        self.lane_snapshots: dict[str, dict[str, Any]] = {}
 
     # -- running jobs --------------------------------------------------------------------------
 
@@ -86,6 +87,10 @@ class Scheduler:
             raise _first_cause(failure) from None
         finally:
             for lane in {id(b.lane): b.lane for b in self._roles.values()}.values():
+                # What each lane did (concurrency limits, replicas, retries), for the run record.
+                snapshot = lane.snapshot()
+                if snapshot:
+                    self.lane_snapshots[lane.label] = snapshot
                 await lane.aclose()
         return [task.result() for task in tasks]
 
