@@ -18,6 +18,10 @@ shown as "stage-barrier bound".
 
     .venv/bin/python bench/bench_saturation.py                       # 8 and 32 personas, 64 slots
     .venv/bin/python bench/bench_saturation.py --slots 256 --gain 62 --personas 32 --modes default
+    .venv/bin/python bench/bench_saturation.py --modes default --personas 32 --requests-per-s 30
+
+It also prints rbe's own call account (results.json `calls.total`), the server's 429s, the share of
+the allowed rate when a rate limit is set, and the mean running batch in each tenth of the span.
 """
 
 from __future__ import annotations
@@ -77,7 +81,8 @@ def run_once(personas: int, mode: str, args: argparse.Namespace) -> dict[str, An
         env["PYTHONPATH"] = args.rbe_pythonpath
     with SimServer(config) as server, tempfile.TemporaryDirectory(prefix="rbe_sat_") as results:
         cmd = [sys.executable, "-m", "rolebench_eval.cli", "run", "--tasks", "personagym-light",
-               "--limit", str(personas), "--base-url", server.base_url, "--model", MODEL,
+               "--limit", str(personas), "--base-url", server.base_url,
+               "--model", JUDGE if args.one_model else MODEL,
                "--judge", f"openai:{JUDGE},base_url={server.base_url}", "--results-dir", results,
                "--no-progress", "--no-leaderboard"]
         if mode != "default":
@@ -127,6 +132,8 @@ def main() -> None:
     parser.add_argument("--requests-per-s", type=float, default=None, help="server rate limit (429 beyond)")
     parser.add_argument("--tokens-per-s", type=float, default=None,
                         help="server rate limit on prompt + completion tokens (429 beyond)")
+    parser.add_argument("--one-model", action="store_true",
+                        help="the model under test is the judge's model too (one lane, one controller)")
     parser.add_argument("--rbe-pythonpath", default=None,
                         help="run rbe from this source tree (e.g. an exported older commit)")
     args = parser.parse_args()

@@ -586,4 +586,4 @@ def test_default_concurrency_is_adaptive_and_recorded() -> None:
     assert options.concurrency is None and options.max_concurrency == 256
     with FakeOpenAIServer() as server:
         facts = backend_for(server, options).describe()
-    assert facts["concurrency"] == {"mode": "adaptive", "initial": 4, "max_concurrency": 256}
+    assert facts["concurrency"] == {"mode": "adaptive", "initial": 32, "max_concurrency": 256}

@@ -115,6 +115,9 @@ class _Item:
     not_before: float = field(default=-math.inf, compare=False)
     failed_on: _Replica | None = field(default=None, compare=False)  # where the last attempt failed
     sink: Sink | None = field(default=None, compare=False)  # records the final completion at once
+    # 429s that said when to come back (Retry-After): pacing by the server, not a fault of this
+    # request, so they do not use up its attempts (the retry deadline still bounds them).
+    paced: int = field(default=0, compare=False)
 
 
 class _Replica:
@@ -310,7 +313,9 @@ class ApiLane(Lane):
         self._note_unwell(replica, failure, now)
         if item.future.done():
             return
-        give_up = item.attempts >= self.settings.max_attempts
+        if failure == "rate_limited" and outcome.retry_after_s is not None:
+            item.paced += 1
+        give_up = item.attempts - item.paced >= self.settings.max_attempts
         if not give_up:
             if outcome.retry_after_s is not None:
                 # The replica's controller holds its starts until then; another replica may

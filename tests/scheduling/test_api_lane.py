@@ -121,7 +121,7 @@ def test_default_is_adaptive_starting_low_and_rises_while_throughput_rises() -> 
     # the limit must climb from its low start, and never past the cap.
     options = BackendOptions(max_concurrency=32)
     settings = ApiLaneSettings.from_options(options)
-    assert options.concurrency is None and settings.pinned is None and settings.controller.initial == 4
+    assert options.concurrency is None and settings.pinned is None and settings.controller.initial == 32
     settings = ApiLaneSettings(controller=ControllerSettings(initial=4, max_concurrency=32, window_s=0.02))
     endpoint = FakeEndpoint("a", latency=0.02)
     completions, snap = run_lane(ApiLane("m", [endpoint], settings), [request(f"q{i}") for i in range(600)])
@@ -176,6 +176,26 @@ def test_retry_after_pauses_the_endpoint_until_then() -> None:
     # Nothing at all started on the endpoint before the pause ended, q1 included.
     assert [text for _, text in rest] == ["q0", "q1"] or [text for _, text in rest] == ["q1", "q0"]
     assert all(t - t429 >= 0.3 for t, _ in rest), [t - t429 for t, _ in rest]
+
+
+def test_429s_with_retry_after_pace_the_request_without_using_up_its_attempts() -> None:
+    # A server pacing a request six times with Retry-After, then answering: with 3 attempts
+    # allowed, the request still succeeds (bounded by the retry deadline, not the attempt count).
+    def reply(req: ChatRequest, attempt: int) -> AttemptOutcome:
+        if attempt <= 6:
+            return AttemptOutcome(RETRY, failure="rate_limited", error=f"HTTP 429 #{attempt}", retry_after_s=0.01)
+        return AttemptOutcome(OK, completion=Completion(text="x"))
+
+    endpoint = FakeEndpoint("a", reply, latency=0.001)
+    lane = ApiLane("m", [endpoint], ApiLaneSettings(pinned=1, max_attempts=3, max_retry_time_s=10), jitter=no_jitter)
+    [completion], _ = run_lane(lane, [request("q")])
+    assert completion.ok and completion.attempts == 7
+    assert completion.attempt_errors == tuple(f"HTTP 429 #{n}" for n in range(1, 7))
+    # A transport fault without Retry-After still counts: 3 attempts, then it gives up.
+    failing = FakeEndpoint("b", lambda req, n: AttemptOutcome(RETRY, failure="rate_limited", error=f"HTTP 429 #{n}"))
+    lane = ApiLane("m", [failing], ApiLaneSettings(pinned=1, max_attempts=3), jitter=no_jitter)
+    [completion], _ = run_lane(lane, [request("q")])
+    assert completion.error == "HTTP 429 #3 (gave up after 3 attempt(s))"
 
 
 def test_400_ends_at_once_and_fatal_reaches_every_waiter() -> None:
