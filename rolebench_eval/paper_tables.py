@@ -13,31 +13,28 @@ caller opts in with `allow_mismatch=True`, and then it is visibly flagged. A row
 terms than the paper's numbers (`published_settings.flagged`: the unscored policy, the number of
 personas or items) is always shown, flagged with the reason: a 20-persona run is a fine sanity check
 but not a reproduction.
+
+This module holds the table model, its loading and those checks; the markdown, LaTeX and CSV
+output is in `paper_table_render`, whose public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import numbers
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import pandas as pd
-
-from rolebench_eval import comparability
+from rolebench_eval import comparability, paper_table_render
 from rolebench_eval.errors import DataError, UsageError, did_you_mean, unknown
+# Re-exported: callers take the marks, the formats and these helpers from this module.
+from rolebench_eval.paper_table_render import MISMATCH_MARK, OUTPUT_FORMATS, PUBLISHED_MARK  # noqa: F401
+from rolebench_eval.paper_table_render import format_cell, latex_escape  # noqa: F401
 
 SCHEMA_VERSION = 1
-OUTPUT_FORMATS: tuple[str, ...] = ("markdown", "latex", "csv")
-
-PUBLISHED_MARK = "†"
-MISMATCH_MARK = "‡"
-# The mark LaTeX needs for the same symbols; the raw characters need a Unicode-aware engine.
-_LATEX_MARKS = {PUBLISHED_MARK: r"$^\dagger$", MISMATCH_MARK: r"$^\ddagger$"}
 
 # Valid value ranges per column unit: catches a win rate passed as a fraction next to percents
 # only partly (0.56 is a legal percent), but does catch a 1-5 score in a ROUGE column and the like.
@@ -211,36 +208,13 @@ def load_table(name: str) -> PaperTable:
 
 
 # --------------------------------------------------------------------------------------------------
-# Number formats (each table's own style)
-
-
-def format_cell(cell: Cell | None, column: Column) -> str:
-    """A cell as the paper prints it; '-' where the paper (or the measurement) has no number."""
-    if cell is None or cell.mean is None:
-        return "-"
-    if column.format == "percent":
-        text = f"{cell.mean:.2f}"
-        return text if cell.std is None else f"{text} ({cell.std:.2f})"
-    if column.format == "rouge":
-        text = f"{cell.mean:.4f}"
-        return text if cell.std is None else f"{text} ({cell.std:.4f})"
-    if column.format in ("mean_std", "mean_std_short"):
-        text = f"{cell.mean:.2f}"
-        if cell.std is None:
-            return text
-        std = f"{cell.std:.2f}"
-        if column.format == "mean_std_short" and std.startswith("0."):
-            std = std[1:]  # OpenCharacter prints "(.27)"; PersonaGym Table 1 keeps "(0.80)"
-        return f"{text} ({std})"
-    raise DataError(f"column {column.id!r} has an unknown number format {column.format!r}.")
-
-
-# --------------------------------------------------------------------------------------------------
 # Measured rows: validation
 
 
 @dataclass(frozen=True)
-class _Checked:
+class CheckedRow:
+    """A measured row as `_check_row` passed it, for the renderers (paper_table_render)."""
+
     row: MeasuredRow
     mismatch: str  # "" when the row is comparable with the published rows and the other measured rows
 
@@ -258,7 +232,7 @@ def _published(value: Any) -> str:
 
 
 def _check_row(table: PaperTable, row: MeasuredRow, allow_mismatch: bool,
-               first: MeasuredRow | None = None) -> _Checked:
+               first: MeasuredRow | None = None) -> CheckedRow:
     known = [column.id for column in table.columns]
     for column_id, cell in row.values.items():
         if column_id not in known:
@@ -311,166 +285,11 @@ def _check_row(table: PaperTable, row: MeasuredRow, allow_mismatch: bool,
         for path, value in table.flagged.items()
         if row.settings and row.settings.get(path) != value
     ]
-    return _Checked(row=row, mismatch="; ".join(problems + notes))
+    return CheckedRow(row=row, mismatch="; ".join(problems + notes))
 
 
 # --------------------------------------------------------------------------------------------------
-# Rendering
-
-
-@dataclass(frozen=True)
-class _DisplayRow:
-    model: str
-    size: str
-    cells: tuple[str, ...]
-    source: str  # "published", "measured"
-    mark: str  # PUBLISHED_MARK, MISMATCH_MARK or ""
-
-
-def _display_rows(table: PaperTable, checked: Sequence[_Checked]) -> tuple[list[_DisplayRow], list[_DisplayRow]]:
-    published = [
-        _DisplayRow(
-            model=row.model,
-            size=row.size or "-",
-            cells=tuple(format_cell(row.values.get(column.id), column) for column in table.columns),
-            source="published",
-            mark=PUBLISHED_MARK,
-        )
-        for row in table.rows
-    ]
-    measured = [
-        _DisplayRow(
-            model=item.row.label,
-            size=item.row.size or "-",
-            cells=tuple(format_cell(item.row.values.get(column.id), column) for column in table.columns),
-            source="measured",
-            mark=MISMATCH_MARK if item.mismatch else "",
-        )
-        for item in checked
-    ]
-    return published, measured
-
-
-def _footnotes(table: PaperTable, checked: Sequence[_Checked]) -> list[tuple[str, str]]:
-    notes = [(PUBLISHED_MARK, f"Published: {table.citation.text()}.")]
-    for item in checked:
-        if item.mismatch:
-            notes.append((MISMATCH_MARK, f"{item.row.label}: not comparable, {item.mismatch}."))
-    return notes
-
-
-def _caption(table: PaperTable) -> str:
-    return f"{table.title} (protocol {table.protocol}; judge {' + '.join(table.judges)}; {table.statistic})"
-
-
-def _headers(table: PaperTable) -> list[str]:
-    return ["model"] + (["size"] if table.has_size else []) + [c.label for c in table.columns] + ["source"]
-
-
-def _cells(table: PaperTable, row: _DisplayRow, mark: str) -> list[str]:
-    return [row.model] + ([row.size] if table.has_size else []) + list(row.cells) + [row.source + mark]
-
-
-def _markdown(table: PaperTable, checked: Sequence[_Checked]) -> str:
-    published, measured = _display_rows(table, checked)
-    headers = _headers(table)
-    escape = lambda text: text.replace("|", "\\|")  # noqa: E731 - a '|' in a label would split the row
-    align = ["---"] + (["---"] if table.has_size else []) + ["---:"] * len(table.columns) + ["---"]
-    lines = [f"**{escape(_caption(table))}**", "", "| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(escape(c) for c in _cells(table, row, row.mark)) + " |" for row in published]
-    if measured:
-        # Markdown has no mid-rule; a labelled row is the visible separator.
-        lines.append("| " + " | ".join(["*measured (this harness)*"] + [""] * (len(headers) - 1)) + " |")
-        lines += ["| " + " | ".join(escape(c) for c in _cells(table, row, row.mark)) + " |" for row in measured]
-    lines.append("")
-    lines += [f"{mark} {escape(text)}" + "  " for mark, text in _footnotes(table, checked)]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-_LATEX_SPECIALS = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
-
-
-def latex_escape(text: str) -> str:
-    """Escape LaTeX's special characters in one pass (so the backslashes we add are not re-escaped)."""
-    return "".join(_LATEX_SPECIALS.get(char, char) for char in text)
-
-
-def _latex(table: PaperTable, checked: Sequence[_Checked]) -> str:
-    published, measured = _display_rows(table, checked)
-    headers = _headers(table)
-    spec = "l" + ("l" if table.has_size else "") + "r" * len(table.columns) + "l"
-
-    def line(row: _DisplayRow) -> str:
-        cells = [latex_escape(c) for c in _cells(table, row, "")]
-        cells[-1] += _LATEX_MARKS.get(row.mark, "")
-        return " & ".join(cells) + r" \\"
-
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        rf"\begin{{tabular}}{{{spec}}}",
-        r"\toprule",
-        " & ".join(latex_escape(h) for h in headers) + r" \\",
-        r"\midrule",
-    ]
-    lines += [line(row) for row in published]
-    if measured:
-        lines.append(r"\midrule")
-        lines += [line(row) for row in measured]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    notes = " ".join(f"{_LATEX_MARKS[mark]} {latex_escape(text)}" for mark, text in _footnotes(table, checked))
-    lines.append(rf"\caption{{{latex_escape(_caption(table))}. {notes}}}")
-    lines.append(rf"\label{{tab:{table.name.replace('_', '-')}}}")
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
-
-
-def _csv(table: PaperTable, checked: Sequence[_Checked]) -> str:
-    # Machine-readable: raw numbers (not the paper's rounding), one mean/std/n column triple per
-    # table column, and `source` to tell published from measured rows.
-    records = []
-
-    def record(source: str, model: str, size: str | None, protocol: str, judges: Iterable[str],
-               values: Mapping[str, Cell], mismatch: str) -> dict[str, Any]:
-        result: dict[str, Any] = {
-            "table": table.name,
-            "source": source,
-            "model": model,
-            "size": size,
-            "protocol": protocol,
-            "judge": "+".join(judges),
-            "flagged": bool(mismatch),  # True: not comparable with the published rows (reason in `mismatch`)
-            "mismatch": mismatch,
-        }
-        for column in table.columns:
-            cell = values.get(column.id) or Cell(mean=None)
-            result[f"{column.id}_mean"] = cell.mean
-            result[f"{column.id}_std"] = cell.std
-            result[f"{column.id}_n"] = cell.n
-        return result
-
-    for row in table.rows:
-        records.append(record("published", row.model, row.size, table.protocol, table.judges, row.values, ""))
-    for item in checked:
-        row = item.row
-        records.append(record("measured", row.label, row.size, row.protocol, row.judge, row.values, item.mismatch))
-    frame = pd.DataFrame.from_records(records)
-    for column in table.columns:
-        frame[f"{column.id}_n"] = frame[f"{column.id}_n"].astype("Int64")  # counts stay integers beside NaN
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, lineterminator="\n")
-    return buffer.getvalue()
+# Rendering (the formats themselves are in paper_table_render)
 
 
 def render_table(
@@ -493,8 +312,4 @@ def render_table(
     table = load_table(name)
     rows = [row if isinstance(row, MeasuredRow) else MeasuredRow.from_dict(row) for row in measured]
     checked = [_check_row(table, row, allow_mismatch, rows[0]) for row in rows]
-    if fmt == "markdown":
-        return _markdown(table, checked)
-    if fmt == "latex":
-        return _latex(table, checked)
-    return _csv(table, checked)
+    return paper_table_render.render(table, checked, fmt)

@@ -28,7 +28,8 @@ Task options (`--task-option KEY=VALUE`, recorded in manifest.json; defaults in 
 items (CUS; RAW on those of them that have an original answer).
 
 Pipelined: one job per item (`jobs`): the answer, then every judge's ranking calls for it at once;
-`finish` scores the jobs' `item_jobs.ItemResult`s. `evaluate` runs the same judging step in lockstep.
+`finish` scores the jobs' `item_jobs.ItemResult`s (outcome.py builds the records and results).
+`evaluate` runs the same judging step in lockstep.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ from rolebench_eval.task_api import (
 )
 from rolebench_eval.task_registry import TaskSpec
 
-from . import aggregation, dataset, item_jobs, prompts, rouge_metrics
-from .aggregation import AVG, ROUGE_METRICS, WIN_RATE, WIN_RATE_TIE_ADJUSTED
+from . import dataset, item_jobs, outcome, prompts, rouge_metrics
+from .aggregation import AVG, ROUGE_METRICS
+from .outcome import METRIC_NAMES  # noqa: F401 - re-exported: it names the results' metrics
 
 PROTOCOL = "rolellm"
 PROTOCOL_DESCRIPTION = (
@@ -88,7 +90,6 @@ _MISSING_POLICIES = {
     "empty": ("empty-description", "empty-description"),
 }
 STAGE = "pairwise_ranking"
-METRIC_NAMES = {"CUS": "CUS", "RAW": "RAW", "SPE": "SPE", AVG: "avg"}
 
 
 def make_task(spec: TaskSpec, settings: RunSettings) -> RoleBenchTask:
@@ -104,13 +105,6 @@ def _options(given: dict[str, str]) -> dict[str, str | None]:
             raise unknown(f"{key} value", value, OPTION_CHOICES[key])
         options[key] = value
     return options
-
-
-def _usage(completion: Completion) -> dict[str, int | None]:
-    return {
-        "prompt_tokens": completion.usage.prompt_tokens,
-        "completion_tokens": completion.usage.completion_tokens,
-    }
 
 
 class RoleBenchTask(Task):
@@ -161,7 +155,7 @@ class RoleBenchTask(Task):
             return dataset.resolve_root(None), f"env:{dataset.ENV_VAR}"
         return dataset.resolve_root(None), "shipped"
 
-    def _relative(self, path: str) -> str:
+    def relative(self, path: str) -> str:
         try:
             return str(Path(path).relative_to(self.root))
         except ValueError:
@@ -176,7 +170,7 @@ class RoleBenchTask(Task):
             spe, general = spe[:limit], general[:limit]
         return {"role_specific": spe, "general": general}
 
-    def _raw_references(self) -> dict[str, tuple[str, ...]]:
+    def raw_references(self) -> dict[str, tuple[str, ...]]:
         return {item.item_id: item.references for item in self.data.metrics["RAW"].items}
 
     def _description_warning(self) -> None:
@@ -189,7 +183,7 @@ class RoleBenchTask(Task):
             f"role prompt policy {self.prompt_missing!r}, judge prompt policy {self.judge_missing!r}"
         )
         if self.data.descriptions is None:
-            where = self._relative(self.data.descriptions_missing[0])
+            where = self.relative(self.data.descriptions_missing[0])
             self.warnings.append(
                 f"role descriptions unavailable (missing {where}): {len(missing)} role(s) prompted "
                 f"without a description ({policies}); the RoleLLM prompt includes one"
@@ -204,7 +198,7 @@ class RoleBenchTask(Task):
     # -- generation ----------------------------------------------------------------------------
 
     def samples(self) -> list[Sample]:
-        raw = self._raw_references()
+        raw = self.raw_references()
         samples = []
         for subset, items in self._selected.items():
             for item in items:
@@ -255,35 +249,24 @@ class RoleBenchTask(Task):
             max_tokens=self.settings.judge_max_tokens or ranking.JUDGE_PARAMS.max_tokens,
         )
 
-    def _items_by_id(self) -> dict[str, dataset.RoleBenchItem]:
+    def items_by_id(self) -> dict[str, dataset.RoleBenchItem]:
         # Built once: every item's job looks its item up.
         if self._item_index is None:
             self._item_index = {i.item_id: i for items in self._selected.values() for i in items}
         return self._item_index
 
-    def _baseline(self, item: dataset.RoleBenchItem) -> tuple[str | None, str | None]:
+    def baseline(self, item: dataset.RoleBenchItem) -> tuple[str | None, str | None]:
         """(baseline answer, None) or (None, why there is none)."""
         baseline = self.data.baselines.get(item.subset)
         if baseline is None:
             return None, "no baseline file"
         if baseline.missing_files:
-            return None, f"missing {self._relative(baseline.missing_files[0])}"
+            return None, f"missing {self.relative(baseline.missing_files[0])}"
         answer = baseline.answers.get(item.item_id)
         if answer is None:
             return None, f"no row for the item in {self.layout.baseline_file(item.subset)}"
         return answer, None
 
-    def _rouge(self, answer: str, references: tuple[str, ...]) -> dict[str, Any]:
-        per_reference = rouge_metrics.reference_scores(
-            answer,
-            references[:1] if self.reference_policy == "first" else references,
-            language=self.language,
-            tokenizer=self.tokenizer,
-        )
-        return {
-            "score": rouge_metrics.combine_references(per_reference, self.reference_policy),
-            "per_reference": per_reference,
-        }
 
     # One job per item: its answer, then (with judges) every judge's ranking calls for it at once,
     # as soon as that answer is back. `evaluate` drives the same judging step for all items in
@@ -306,11 +289,11 @@ class RoleBenchTask(Task):
         """The item's ranking calls, every judge and order at once (none without judges, without
         a baseline answer, or for a failed answer), then what `finish` needs of the item."""
         judges = self.settings.judges
-        item = self._items_by_id()[sample.sample_id]
+        item = self.items_by_id()[sample.sample_id]
         plan: tuple[ranking.RankingRequest, ...] | None = None
         skipped: str | None = None
         if judges:
-            baseline, why = self._baseline(item)
+            baseline, why = self.baseline(item)
             if baseline is None:
                 skipped = why or "no baseline answer"
             elif answer.ok:
@@ -350,199 +333,12 @@ class RoleBenchTask(Task):
         return requests
 
     def finish(self, samples: list[Sample], results: list[Any]) -> TaskOutcome:
-        if len(results) != len(samples) or any(
-            not isinstance(r, item_jobs.ItemResult) or r.sample_id != s.sample_id for s, r in zip(samples, results)
-        ):
-            raise ValueError(f"{self.name}: finish() needs one ItemResult per sample, in jobs() order")
-        items = self._items_by_id()
-        raw = self._raw_references()
-        judges = self.settings.judges
-        skipped = {index: r.skipped for index, r in enumerate(results) if r.skipped is not None}
-        records = []
-        verdicts: dict[str, list[ranking.ItemVerdict]] = {j.label: [] for j in judges}
-        for index, (sample, result) in enumerate(zip(samples, results)):
-            answer = result.answer
-            item = items[sample.sample_id]
-            references = {m: (raw[item.item_id] if m == "RAW" else item.references) for m in sample.fields["metrics"]}
-            rouge: dict[str, Any] = {}
-            scores: dict[str, float | None] = {}
-            for metric, refs in references.items():
-                if answer.ok:
-                    rouge[metric] = self._rouge(answer.text or "", refs)
-                    scores[metric] = rouge[metric]["score"]
-                else:
-                    scores[metric] = None
-            baseline, _ = self._baseline(item)
-            judgments: list[dict[str, Any]] = []
-            item_verdicts: dict[str, dict[str, Any]] = {}
-            reply_iter = iter(result.replies)
-            for judge in judges:
-                if result.skipped is not None:
-                    continue
-                if result.plan is None:
-                    verdict = ranking.ItemVerdict("unscored", reason=f"generation failed: {answer.error}")
-                else:
-                    parsed = []
-                    for request in result.plan:
-                        reply = next(reply_iter)
-                        single = ranking.verdict_from_completion(reply, request.model_label)
-                        parsed.append(single)
-                        judgments.append(
-                            {
-                                "judge": judge.label,
-                                "order": request.order,
-                                "model_label": request.model_label,
-                                "prompt": request.request.messages_json(),
-                                "reply": reply.text,
-                                "error": reply.error,
-                                "outcome": single.outcome,
-                                "reason": single.reason,
-                                "usage": _usage(reply),
-                            }
-                        )
-                    if len(parsed) == 2:
-                        verdict = ranking.combine_orders(parsed[0], parsed[1])
-                    else:
-                        verdict = ranking.single_order(parsed[0])
-                verdicts[judge.label].append(verdict)
-                item_verdicts[judge.label] = {
-                    "outcome": verdict.outcome,
-                    "inconsistent": verdict.inconsistent,
-                    "reason": verdict.reason,
-                }
-            records.append(
-                {
-                    "schema": 1,
-                    "task": self.name,
-                    "sample_id": sample.sample_id,
-                    "unit": sample.unit,
-                    "item_id": item.item_id,
-                    **sample.fields,
-                    "prompt": self.generation_request(sample).messages_json(),
-                    "answer": answer.text,
-                    "answer_error": answer.error,
-                    "finish_reason": answer.finish_reason,
-                    "answer_usage": _usage(answer),
-                    "answer_notes": list(answer.notes),
-                    # The model answered nothing, even when asked again: judged and scored as its
-                    # answer (ROUGE 0, the judge sees ""), and counted in items.empty_answers.
-                    "empty_answer": answer.ok and not (answer.text or "").strip(),
-                    "references": {m: list(r) for m, r in references.items()},
-                    "rouge": rouge,
-                    "scores": scores,
-                    "unscored_reason": None if answer.ok else f"generation failed: {answer.error}",
-                    "baseline_answer": baseline,
-                    "win_rate_skipped": result.skipped if judges else None,
-                    "judgments": judgments,
-                    "verdicts": item_verdicts,
-                }
-            )
-        return TaskOutcome(records, self._results(records, verdicts, skipped), self._all_warnings(records, skipped))
-
-    def _all_warnings(self, records: list[dict[str, Any]], skipped: dict[int, str]) -> list[str]:
-        warnings = list(self.warnings)
-        if self.settings.judges and skipped:
-            reasons: dict[str, int] = {}
-            for why in skipped.values():
-                reasons[why] = reasons.get(why, 0) + 1
-            warnings.append(
-                f"win rate: {len(skipped)} of {len(records)} item(s) have no RoleGPT baseline answer "
-                "and were skipped (" + "; ".join(f"{n}x {why}" for why, n in reasons.items()) + ")"
-            )
-        return warnings
-
-    def _results(
-        self,
-        records: list[dict[str, Any]],
-        verdicts: dict[str, list[ranking.ItemVerdict]],
-        skipped: dict[int, str],
-    ) -> dict[str, Any]:
-        metrics: dict[str, dict[str, Any]] = {}
-        per_unit: dict[str, dict[str, Any]] = {r["item_id"]: dict(r["scores"]) for r in records}
-        for metric in ROUGE_METRICS:
-            metrics[metric] = self._rouge_summary(metric, records)
-        missing = {
-            m: [self._relative(f) for f in files] for m, files in self.data.not_computable().items()
-        }
-        metrics[AVG] = aggregation.average(metrics, missing)
-        names = dict(METRIC_NAMES)
-        judges = self.settings.judges
-        skipped_reasons: dict[str, int] = {}
-        for why in skipped.values():
-            skipped_reasons[why] = skipped_reasons.get(why, 0) + 1
-        details: dict[str, Any] = {}
-        for judge in judges:
-            summary = ranking.aggregate(verdicts[judge.label], n_skipped_no_baseline=len(skipped))
-            plain, adjusted = aggregation.win_rate_metrics(verdicts[judge.label], summary, skipped_reasons)
-            plain_key, adjusted_key = self._win_keys(judge.label)
-            metrics[plain_key], metrics[adjusted_key] = plain, adjusted
-            suffix = f" [{judge.label}]" if len(judges) > 1 else ""
-            names[plain_key] = f"win rate{suffix}"
-            names[adjusted_key] = f"win rate, ties ½{suffix}"
-            details[judge.label] = aggregation.win_rate_details(summary, skipped_reasons)
-            for record in records:
-                verdict = record["verdicts"].get(judge.label)
-                if verdict is None:
-                    continue
-                outcome = verdict["outcome"]
-                per_unit[record["item_id"]][plain_key] = aggregation.WIN_VALUES.get(outcome)
-                per_unit[record["item_id"]][adjusted_key] = aggregation.TIE_ADJUSTED_VALUES.get(outcome)
-        results: dict[str, Any] = {
-            "metrics": metrics,
-            "metric_names": names,
-            "items": self._items(records, verdicts),
-            "per_unit": per_unit,
-            # The leaderboard sorts by this: the paper ranks models by win rate when judged.
-            "primary_metric": self._win_keys(judges[0].label)[0] if judges else "avg",
-        }
-        if judges:
-            results["win_rate"] = {
-                "order_policy": self.order_policy,
-                "judge_template": self.judge_template,
-                "judges": details,
-            }
-        return results
-
-    def _items(self, records: list[dict[str, Any]], verdicts: dict[str, list[ranking.ItemVerdict]]) -> dict[str, Any]:
-        items = aggregation.item_counts(records)
-        items["empty_answers"] = sum(1 for r in records if r["empty_answer"])
-        if self.settings.judges:
-            items["judgments"] = aggregation.judgment_counts(verdicts)
-        return items
-
-    def _win_keys(self, label: str) -> tuple[str, str]:
-        if len(self.settings.judges) > 1:
-            return f"{WIN_RATE}[{label}]", f"{WIN_RATE_TIE_ADJUSTED}[{label}]"
-        return WIN_RATE, WIN_RATE_TIE_ADJUSTED
-
-    def _rouge_summary(self, metric: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-        source = self.data.metrics[metric]
-        if source.missing_files:
-            return aggregation.not_computed(
-                aggregation.missing_reason(self._relative(f) for f in source.missing_files)
-            )
-        with_metric = [r for r in records if metric in r["scores"]]
-        values = [r["scores"][metric] for r in with_metric if r["scores"][metric] is not None]
-        note = None
-        if metric == "RAW":
-            general = [r for r in records if r["subset"] == "general"]
-            unmatched = len(general) - len(with_metric)
-            if unmatched:
-                note = (
-                    f"{unmatched} of {len(general)} general item(s) have no original answer in "
-                    f"{self.layout.raw_file}: left out"
-                )
-        if not with_metric:
-            if note:
-                return aggregation.not_computed(note)
-            subset = "role_specific" if metric == "SPE" else "general"
-            return aggregation.not_computed(f"no items in {self.layout.test_file(subset)}")
-        return aggregation.rouge_summary(values, len(with_metric) - len(values), note)
+        return outcome.finish(self, samples, results)
 
     def metric_kinds(self) -> dict[str, str]:
         kinds = {m: "continuous" for m in (*ROUGE_METRICS, AVG)}
         for judge in self.settings.judges:
-            for key in self._win_keys(judge.label):
+            for key in outcome.win_keys(self.settings.judges, judge.label):
                 kinds[key] = "verdict"
         return kinds
 
@@ -564,7 +360,7 @@ class RoleBenchTask(Task):
     def manifest(self) -> dict[str, Any]:
         if self._manifest is not None:
             return self._manifest
-        raw = self._raw_references()
+        raw = self.raw_references()
         selected_general = self._selected["general"]
         self._manifest = {
             "task": self.name,
@@ -579,7 +375,7 @@ class RoleBenchTask(Task):
                 "root": None if self.source == "shipped" else str(self.root.resolve()),
                 "files_sha256": self._files(),
                 "not_computable": {
-                    m: [self._relative(f) for f in files] for m, files in self.data.not_computable().items()
+                    m: [self.relative(f) for f in files] for m, files in self.data.not_computable().items()
                 },
                 "limit": self.settings.limit,
                 "limit_rule": "first N rows of each test file (role_specific: SPE; general: CUS, and RAW where matched)",
