@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rolebench_eval.requests import Completion
-from rolebench_eval.scheduling.pricing import PRICES_AS_OF, Price, estimate_cost, price_for
+from rolebench_eval.scheduling.pricing import PRICES_AS_OF, Price, PriceBook, estimate_cost
 from rolebench_eval.task_api import MODEL_ROLE as TASK_MODEL_ROLE
 
 MODEL_ROLE = "model under test"
@@ -130,18 +130,18 @@ class CallTally:
     prices: Mapping[str, Price] | None = None  # None: the default table (pricing.DEFAULT_PRICES)
     clock: Callable[[], float] = time.monotonic
     _counts: dict[tuple[str, str, str], _Count] = field(default_factory=dict)
-    _models: dict[str, tuple[str, str]] = field(default_factory=dict)
     _role_spans: dict[tuple[str, str], _Span] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._book = PriceBook(self.prices)
 
     def register(self, label: str, backend: str, model: str) -> None:
         """Say which model a label stands for (`ModelSpec.backend`, `ModelSpec.model`): its price."""
-        self._models[label] = (backend, model)
+        self._book.register(label, backend, model)
 
     def price_of(self, label: str) -> tuple[str, Price] | None:
         """(model name, price) of a label, or None: a local or unregistered model has no price."""
-        backend, model = self._models.get(label, ("", ""))
-        price = price_for(backend, model, self.prices)
-        return (model, price) if price is not None else None
+        return self._book.price_of(label)
 
     # -- the scheduler's observer hooks ------------------------------------------------------
 

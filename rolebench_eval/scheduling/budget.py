@@ -19,7 +19,7 @@ import heapq
 from collections.abc import Callable, Mapping
 
 from rolebench_eval.requests import ChatRequest, Completion
-from rolebench_eval.scheduling.pricing import PRICED_BACKENDS, Price, estimate_cost, estimate_prompt_tokens, price_for
+from rolebench_eval.scheduling.pricing import PRICED_BACKENDS, Price, PriceBook, estimate_cost, estimate_prompt_tokens
 
 
 class Budget:
@@ -35,7 +35,7 @@ class Budget:
         self.prices = prices
         self.warnings: list[str] = []
         self._warn = warn
-        self._models: dict[str, tuple[str, str]] = {}
+        self._book = PriceBook(prices)
         self.sent = 0  # calls allowed to go out
         self.spent_usd = 0.0  # estimated cost of the completed calls of priced models
         # Estimates reserved for calls in flight, per label (a min-heap: see `spent`).
@@ -47,12 +47,10 @@ class Budget:
 
     def register(self, label: str, backend: str, model: str) -> None:
         """Which model a label stands for (`ModelSpec.backend`, `ModelSpec.model`): its price."""
-        self._models[label] = (backend, model)
+        self._book.register(label, backend, model)
 
     def _price(self, label: str) -> tuple[str, Price] | None:
-        backend, model = self._models.get(label, ("", ""))
-        price = price_for(backend, model, self.prices)
-        return (model, price) if price is not None else None
+        return self._book.price_of(label)
 
     def estimate(self, model_label: str, request: ChatRequest) -> float | None:
         """A high estimate of what `request` can cost, or None when its model has no price."""
@@ -117,7 +115,7 @@ class Budget:
         if label in self._warned:
             return
         self._warned.add(label)
-        backend, model = self._models.get(label, ("?", label))
+        backend, model = self._book.model_of(label, ("?", label))
         if backend in PRICED_BACKENDS:
             why = f"no price is known for it; give one with --price {model}=IN,OUT to count it"
         else:

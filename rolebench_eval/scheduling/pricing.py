@@ -112,6 +112,28 @@ def price_for(backend: str, model: str, prices: Mapping[str, Price] | None = Non
     return (DEFAULT_PRICES if prices is None else prices).get(model)
 
 
+class PriceBook:
+    """Which model each label of a run stands for, and its price: the one registry the call tally
+    and the budget both read."""
+
+    def __init__(self, prices: Mapping[str, Price] | None = None):
+        self.prices = prices
+        self._models: dict[str, tuple[str, str]] = {}
+
+    def register(self, label: str, backend: str, model: str) -> None:
+        """Say which model a label stands for (`ModelSpec.backend`, `ModelSpec.model`)."""
+        self._models[label] = (backend, model)
+
+    def model_of(self, label: str, default: tuple[str, str] = ("", "")) -> tuple[str, str]:
+        return self._models.get(label, default)
+
+    def price_of(self, label: str) -> tuple[str, Price] | None:
+        """(model name, price) of a label, or None: a local or unregistered model has no price."""
+        backend, model = self.model_of(label)
+        price = price_for(backend, model, self.prices)
+        return (model, price) if price is not None else None
+
+
 def estimate_prompt_tokens(request: ChatRequest) -> int:
     """A deliberately high estimate of a request's prompt tokens from its text alone (no tokenizer):
     a third of a token per ASCII character (English BPE averages about a quarter), one token per
