@@ -53,7 +53,7 @@ class Scripted:
 
 
 def config(results: Path, personas: int, protocol: str):
-    from rolebench_eval.runner import RunConfig
+    from rolebench_eval.running.runner import RunConfig
 
     return RunConfig(
         tasks=["personagym"], judges=["openai:judge,base_url=http://127.0.0.1:9/v1"], protocol=protocol,
@@ -62,7 +62,7 @@ def config(results: Path, personas: int, protocol: str):
 
 
 def build(results: Path, personas: int, protocol: str) -> Path:
-    import rolebench_eval.runner as runner
+    import rolebench_eval.running.runner as runner
 
     runner.build_backend = lambda spec, options: Scripted(spec.label)
     runner.preflight = lambda spec: None
@@ -104,7 +104,7 @@ def main() -> None:
         return
     start = time.perf_counter()
     baseline = json.loads(subprocess.run(
-        [sys.executable, "-c", "import json, resource, rolebench_eval.cli, rolebench_eval.runner; "
+        [sys.executable, "-c", "import json, resource, rolebench_eval.cli, rolebench_eval.running.runner; "
          "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))"],
         capture_output=True, text=True, check=True).stdout)
     print(f"a process that only imports the CLI and runner: {time.perf_counter() - start:.2f} s, peak RSS {baseline:.0f} MiB")

@@ -3,7 +3,7 @@
 Runs full PersonaGym (`--tasks personagym`, protocol `opencharacter-full`: per persona 50 answers,
 50 score-example calls, one per question, and 10 judgments of 5 questions each; 200 personas:
 10,000 + 10,000 + 2,000 calls) through the real `Runner` with an in-process backend that answers
-instantly with replies rbe parses (`rolebench_eval.runner.build_backend` replaced, as the tests'
+instantly with replies rbe parses (`rolebench_eval.running.runner.build_backend` replaced, as the tests'
 ScriptedBackend does). With no model time, everything the process spends is rbe's: scheduling,
 call keys and the call store, checks, parsing, records and reports. Each number of personas runs in
 a fresh interpreter (its own peak RSS; Linux carries a parent's peak into a forked child) in a fresh
@@ -62,7 +62,7 @@ class Instant:
 
 def measure(personas: int, protocol: str) -> dict[str, Any]:
     """One run in this process (called in a fresh child)."""
-    import rolebench_eval.runner as runner
+    import rolebench_eval.running.runner as runner
 
     imported_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     counts: dict[str, int] = {}

@@ -118,8 +118,8 @@ def _check_run_flags(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rolebench_eval.report import render_terminal
-    from rolebench_eval.runner import RunConfig, Runner
+    from rolebench_eval.analysis.report import render_terminal
+    from rolebench_eval.running.runner import RunConfig, Runner
 
     _check_run_flags(args)
 
@@ -232,7 +232,7 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from rolebench_eval.leaderboard import write_leaderboard
+    from rolebench_eval.analysis.leaderboard import write_leaderboard
 
     cli_checks.check_results_dir(args.results_dir, must_exist=True)
     print(f"wrote {write_leaderboard(args.results_dir)}")

@@ -38,7 +38,7 @@ def _results_dir(parser: argparse.ArgumentParser) -> None:
                         help="where run ids are looked up (default: ./results)")
 
 
-# Kept in step with rolebench_eval.paired_stats (tests check it); not imported here because pandas
+# Kept in step with rolebench_eval.analysis.paired_stats (tests check it); not imported here because pandas
 # and scipy take over a second to import and every `rbe` command builds this parser.
 CORRECTIONS = ("holm", "bh")
 DEFAULT_SEED = 0
@@ -112,13 +112,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _rules(texts: Sequence[str]) -> list[tuple[str, float]]:
-    from rolebench_eval.compare_runs import parse_rule
+    from rolebench_eval.analysis.compare_runs import parse_rule
 
     return [parse_rule(part.strip()) for text in texts for part in text.split(",") if part.strip()]
 
 
 def _pairs(references: Sequence[str], args: argparse.Namespace, metrics: Sequence[str] | None) -> list[Any]:
-    from rolebench_eval.compare_runs import compare_pair, load_runs
+    from rolebench_eval.analysis.compare_runs import compare_pair, load_runs
 
     runs = load_runs(references, args.results_dir)
     rules = _rules(args.fail_if_worse)
@@ -139,7 +139,7 @@ def _gate_lines(gate: Any) -> list[str]:
 
 
 def _pair_text(pair: Any, markdown: bool) -> str:
-    from rolebench_eval import paired_stats
+    from rolebench_eval.analysis import paired_stats
 
     a, b, comparison = pair.a, pair.b, pair.comparison
     head = "### " if markdown else ""
@@ -174,7 +174,7 @@ def _pair_text(pair: Any, markdown: bool) -> str:
 
 
 def _pair_dict(pair: Any) -> dict[str, Any]:
-    from rolebench_eval import paired_stats
+    from rolebench_eval.analysis import paired_stats
 
     def side(run: Any) -> dict[str, Any]:
         return {"label": run.label, "run_id": run.run_id, "source": run.source, "baseline_file": run.is_baseline_file,
@@ -238,7 +238,7 @@ def _regress(args: argparse.Namespace) -> int:
 
 @_command("baseline")
 def _baseline(args: argparse.Namespace) -> int:
-    from rolebench_eval.compare_runs import default_baseline_path, export_baseline, load_run
+    from rolebench_eval.analysis.compare_runs import default_baseline_path, export_baseline, load_run
     from rolebench_eval.errors import UsageError
 
     run = load_run(args.run, args.results_dir)
@@ -254,9 +254,9 @@ def _baseline(args: argparse.Namespace) -> int:
 
 @_command("table")
 def _table(args: argparse.Namespace) -> int:
-    from rolebench_eval.compare_runs import load_runs
+    from rolebench_eval.analysis.compare_runs import load_runs
     from rolebench_eval.errors import UsageError
-    from rolebench_eval.paper_tables import list_tables, load_table, render_table
+    from rolebench_eval.analysis.paper_tables import list_tables, load_table, render_table
 
     if not args.name:
         for name in list_tables():
@@ -264,7 +264,7 @@ def _table(args: argparse.Namespace) -> int:
             print(f"{name:<24} {table.title} [{table.benchmark}; protocol {table.protocol}; judge {' + '.join(table.judges)}]")
         return EXIT_OK
     table = load_table(args.name)
-    from rolebench_eval.table_rows import measured_rows
+    from rolebench_eval.analysis.table_rows import measured_rows
 
     rows = [row for run in load_runs(args.runs, args.results_dir) for row in measured_rows(run, table, args.task)]
     try:
@@ -282,8 +282,9 @@ def _table(args: argparse.Namespace) -> int:
 
 @_command("report")
 def _report(args: argparse.Namespace) -> int:
-    from rolebench_eval import html_report, run_dir
-    from rolebench_eval.compare_runs import load_run
+    from rolebench_eval.analysis import html_report
+    from rolebench_eval.running import run_dir
+    from rolebench_eval.analysis.compare_runs import load_run
     from rolebench_eval.errors import UsageError
 
     if args.max_samples is not None and args.max_samples < 0:

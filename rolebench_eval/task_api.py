@@ -88,6 +88,11 @@ Evaluation = Generator[list[ModelCall], list[Completion], TaskOutcome]
 # The model role of the model under test in a ModelCall (judges are "judge:<label>", the
 # score-examples model "examples").
 MODEL_ROLE = "model"
+# Dialogue tasks: the model that plays the user (a simulated user, an interrogator) and the
+# baseline model a pairwise judge compares the model under test against (--user-model,
+# --baseline-model; the task declares which it needs).
+USER_ROLE = "user"
+BASELINE_ROLE = "baseline"
 
 Job = Generator[list[ModelCall], list[Completion], Any]
 """One unit of work (a question, a judge batch, a dialogue): it yields the calls it needs next,

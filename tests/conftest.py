@@ -49,7 +49,7 @@ class ScriptedBackend:
 @pytest.fixture
 def scripted_backends(monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, ScriptedBackend]]:
     """Route every model of a run to scripted backends, keyed by the spec's label."""
-    import rolebench_eval.runner as runner
+    import rolebench_eval.running.runner as runner
 
     def install(replies: dict[str, Callable[[ChatRequest], str]], fail_after: dict[str, int] | None = None) -> dict[str, ScriptedBackend]:
         created: dict[str, ScriptedBackend] = {}

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rolebench_eval.statistics import summarize
+from rolebench_eval.analysis.statistics import summarize
 
 PERSONAGYM_METRICS = ("EA", "TC", "LH", "PC", "AJ")
 JUDGE = "gpt-4o-2024-08-06"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from rolebench_eval.call_accounting import CallTally
-from rolebench_eval.report import calls_lines
+from rolebench_eval.running.call_accounting import CallTally
+from rolebench_eval.analysis.report import calls_lines
 from rolebench_eval.requests import Completion, Usage
 from rolebench_eval.scheduling.pricing import price_table
 
@@ -131,7 +131,7 @@ def test_terminal_and_markdown_lines_show_tokens_and_cost() -> None:
 def test_html_run_page_shows_tokens_and_cost(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from rolebench_eval import html_report
+    from rolebench_eval.analysis import html_report
     from tests import run_fixtures as fx
 
     root = tmp_path / "results"

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import run_fixtures as fx  # noqa: E402
 
 from rolebench_eval.cli import main  # noqa: E402
-from rolebench_eval.leaderboard import write_leaderboard  # noqa: E402
+from rolebench_eval.analysis.leaderboard import write_leaderboard  # noqa: E402
 
 FAST = ["--resamples", "99"]
 

@@ -113,7 +113,7 @@ def test_read_only_results_dir_is_refused_before_any_call(tmp_path: Path, capsys
 
 
 def test_full_disk_keeps_every_recorded_call_and_a_rerun_resumes(tmp_path: Path, capsys, monkeypatch, scripted_backends) -> None:
-    from rolebench_eval import call_store
+    from rolebench_eval.running import call_store
 
     scripted_backends({"embedded": answer, "judge-a": judge})
     real_append = call_store.CallStore.append
@@ -238,7 +238,7 @@ def test_baseline_export_to_a_read_only_folder_leaves_no_tmp(tmp_path: Path, cap
 
 
 def test_atomic_write_failure_removes_its_tmp(tmp_path: Path, monkeypatch) -> None:
-    from rolebench_eval import run_dir as rd
+    from rolebench_eval.running import run_dir as rd
     from rolebench_eval.errors import RunDirectoryError
 
     def full(src, dst):  # noqa: ANN001, ANN202
@@ -370,13 +370,13 @@ def test_an_internal_error_is_exit_4_with_its_traceback_in_a_log(tmp_path: Path,
 
 
 def test_an_incomplete_run_exits_3_and_says_why(tmp_path: Path, capsys, monkeypatch) -> None:
-    from rolebench_eval import runner
+    from rolebench_eval.running import runner
 
     def fake_run(self):  # noqa: ANN001, ANN202
         return runner.RunResult(tmp_path, {"tasks": {}}, {"generation": 1}, {}, ["2 judge calls failed after their retries"])
 
     monkeypatch.setattr(runner.Runner, "run", fake_run)
-    monkeypatch.setattr("rolebench_eval.report.render_terminal", lambda results: "numbers")
+    monkeypatch.setattr("rolebench_eval.analysis.report.render_terminal", lambda results: "numbers")
     assert main(run_args(tmp_path / "results")) == EXIT_INCOMPLETE
     err = capsys.readouterr().err
     assert "rbe: run incomplete: 2 judge calls failed after their retries" in err

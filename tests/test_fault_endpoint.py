@@ -22,8 +22,8 @@ import pytest
 
 from rolebench_eval.backends import openai_backend
 from rolebench_eval.backends.base import BackendOptions
-from rolebench_eval.report import render_terminal
-from rolebench_eval.runner import CONTENT_ATTEMPTS, RunConfig, Runner, RunResult
+from rolebench_eval.analysis.report import render_terminal
+from rolebench_eval.running.runner import CONTENT_ATTEMPTS, RunConfig, Runner, RunResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import servers  # noqa: E402

@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import run_fixtures as fx  # noqa: E402
 
-from rolebench_eval import html_report  # noqa: E402
+from rolebench_eval.analysis import html_report  # noqa: E402
 from rolebench_eval.cli import main  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")

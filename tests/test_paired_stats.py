@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from rolebench_eval import paired_stats as ps
+from rolebench_eval.analysis import paired_stats as ps
 from rolebench_eval.errors import UsageError
 
 PERSONAS = [f"persona-{i}" for i in range(20)]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rolebench_eval import paper_tables as pt
+from rolebench_eval.analysis import paper_tables as pt
 from rolebench_eval.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]

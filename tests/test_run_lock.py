@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from servers import FakeOpenAIServer, Reply, ok  # noqa: E402
 
 from rolebench_eval.errors import RunDirectoryError  # noqa: E402
-from rolebench_eval.run_lock import RunLock  # noqa: E402
+from rolebench_eval.running.run_lock import RunLock  # noqa: E402
 
 DELAY_S = 0.25  # per reply, so that the first run is still calling when the others start
 
@@ -85,7 +85,7 @@ def test_no_wait_names_the_holder_and_the_lock_is_released_after_the_run(tmp_pat
 
 
 def test_the_lock_file_does_not_make_a_fresh_run_directory_look_corrupted(tmp_path: Path) -> None:
-    from rolebench_eval import run_dir as rd
+    from rolebench_eval.running import run_dir as rd
 
     with RunLock(tmp_path / "run"):
         rd.open_run_dir(tmp_path / "run", {"config_hash": "abc"})

@@ -10,7 +10,7 @@ import pytest
 
 from rolebench_eval.cli import main
 from rolebench_eval.errors import RunDirectoryError
-from rolebench_eval.runner import RunConfig, Runner
+from rolebench_eval.running.runner import RunConfig, Runner
 
 JUDGE = "openai:judge-a,base_url=http://127.0.0.1:9/v1"
 OTHER_JUDGE = "openai:judge-b,base_url=http://127.0.0.1:9/v1"
@@ -130,7 +130,7 @@ def test_corrupted_run_directory_is_reported_with_file_and_line(tmp_path: Path, 
 
 PLUGIN_TASK = '''
 from rolebench_eval.requests import ChatRequest, GenerationParams, Message
-from rolebench_eval.statistics import summarize
+from rolebench_eval.analysis.statistics import summarize
 from rolebench_eval.task_api import Sample, Task, TaskOutcome
 
 
@@ -198,7 +198,7 @@ def test_changing_only_the_aggregation_policy_makes_no_model_call(tmp_path: Path
 def test_rerun_with_unchanged_calls_reads_the_derived_files(tmp_path: Path, scripted_backends, monkeypatch) -> None:
     scripted_backends({"embedded": answer, "judge-a": judge_by_task})
     first = Runner(config(tmp_path), log=lambda m: None).run()
-    import rolebench_eval.runner as runner
+    import rolebench_eval.running.runner as runner
 
     # A rerun whose calls files are unchanged must not even read them.
     monkeypatch.setattr(runner, "CallStore", None)
@@ -284,7 +284,7 @@ def test_a_stored_answer_that_fails_todays_check_is_asked_again(tmp_path: Path, 
 
 
 def test_terminal_summary_lists_every_unscored_reason() -> None:
-    from rolebench_eval.report import render_terminal
+    from rolebench_eval.analysis.report import render_terminal
 
     reasons = {f"reason {k}": 5 - k for k in range(5)}
     results = {"model": {"label": "m"}, "tasks": {"t": {"metrics": {}, "items": {

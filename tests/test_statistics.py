@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rolebench_eval import statistics
+from rolebench_eval.analysis import statistics
 
 
 def _unbatched_ci(values: np.ndarray) -> list[float]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from rolebench_eval.call_accounting import role_name
+from rolebench_eval.running.call_accounting import role_name
 from rolebench_eval.requests import Completion
 from rolebench_eval.secrets import redact
 

@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rolebench_eval.call_accounting import EMPTY_ANSWER, empty_answer_check
-from rolebench_eval.call_store import CallStore
+from rolebench_eval.running.call_accounting import EMPTY_ANSWER, empty_answer_check
+from rolebench_eval.running.call_store import CallStore
 from rolebench_eval.errors import UsageError
 from rolebench_eval.requests import Completion
 from rolebench_eval.scheduling.lanes import Lane

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from statistics import fmean
 from typing import Any
 
-from rolebench_eval.statistics import summarize
+from rolebench_eval.analysis.statistics import summarize
 
 METRICS = ("EA", "TC", "LH", "PC", "AJ")
 PERSONA_SCORE = "PersonaScore"

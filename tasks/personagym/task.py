@@ -241,7 +241,7 @@ class PersonaGymTask(Task):
             },
             "unscored_policy": self.settings.unscored_policy,
             # Which personas were sampled, not how they were scored: `rbe compare` shows these
-            # differences without refusing (rolebench_eval/comparability.py).
+            # differences without refusing (rolebench_eval/analysis/comparability.py).
             "non_blocking": ["data.limit", "data.n_personas"],
             # Under reference-zero a failed answer or score-examples call is judged as the
             # reference code's "Error" text; under exclude it is unscored (see outcome.py).

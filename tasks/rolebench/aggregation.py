@@ -1,6 +1,6 @@
 """RoleBench results: ROUGE-L summaries per metric, their avg, and win-rate summaries per judge.
 
-Every summary has the shape of `rolebench_eval.statistics.summarize` (mean, std, n, n_unscored,
+Every summary has the shape of `rolebench_eval.analysis.statistics.summarize` (mean, std, n, n_unscored,
 ci95); a metric that cannot be computed is `{"mean": None, ..., "reason": "not computed: ..."}`,
 and a computed one may carry a `reason` that the report shows as its note.
 """
@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import Any
 
 from rolebench_eval.judges.pairwise_ranking import ItemVerdict, WinRateSummary
-from rolebench_eval.statistics import summarize
+from rolebench_eval.analysis.statistics import summarize
 
 ROUGE_METRICS: tuple[str, ...] = ("CUS", "RAW", "SPE")  # the RoleLLM tables' column order
 AVG = "avg"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from rolebench_eval.call_accounting import CallTally
+from rolebench_eval.running.call_accounting import CallTally
 from rolebench_eval.requests import Completion, Usage
 from rolebench_eval.scheduling.progress import Observers, ProgressDisplay
 

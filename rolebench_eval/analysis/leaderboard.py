@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rolebench_eval import comparability
-from rolebench_eval import run_dir as rd
+from rolebench_eval.analysis import comparability
+from rolebench_eval.running import run_dir as rd
 from rolebench_eval.embedded import SMOKE_JUDGE_WARNING
-from rolebench_eval.formatting import format_metric, markdown_table
+from rolebench_eval.analysis.formatting import format_metric, markdown_table
 
 LEADERBOARD = "leaderboard.md"
 

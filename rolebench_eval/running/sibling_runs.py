@@ -11,8 +11,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from rolebench_eval import run_dir as rd
-from rolebench_eval.call_store import CallStore
+from rolebench_eval.running import run_dir as rd
+from rolebench_eval.running.call_store import CallStore
 
 
 def sibling_calls(root: Path, run_path: Path, identities: set[str], calls_file: str) -> list[Path]:

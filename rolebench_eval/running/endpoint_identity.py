@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rolebench_eval import run_dir as rd
+from rolebench_eval.running import run_dir as rd
 from rolebench_eval.backends.base import BackendOptions
 from rolebench_eval.errors import RbeError
 from rolebench_eval.models import ModelSpec, ReplicaMismatch, name_only_note, spec_identity

@@ -24,10 +24,10 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from rolebench_eval import run_dir as rd
-from rolebench_eval.formatting import format_ci, format_metric
-from rolebench_eval.report import HEADER as RUN_METRIC_HEADER
-from rolebench_eval.report import cost_line, metric_rows, row_cost_cells
+from rolebench_eval.running import run_dir as rd
+from rolebench_eval.analysis.formatting import format_ci, format_metric
+from rolebench_eval.analysis.report import HEADER as RUN_METRIC_HEADER
+from rolebench_eval.analysis.report import cost_line, metric_rows, row_cost_cells
 
 REPORT_HTML = "report.html"
 RUN_PAGE_MAX_SAMPLES = 300
@@ -427,7 +427,7 @@ def write_run_html(run_path: Path, max_samples: int = RUN_PAGE_MAX_SAMPLES) -> P
 def _groups(runs: Sequence[tuple[Path, dict[str, Any]]], output_dir: Path) -> list[dict[str, Any]]:
     """Leaderboard groups: runs are only put side by side when they measured the same thing (the
     leaderboard's rule, `leaderboard.group_key`: every blocking measurement setting matches)."""
-    from rolebench_eval.leaderboard import group_key as comparable_group
+    from rolebench_eval.analysis.leaderboard import group_key as comparable_group
 
     grouped: dict[tuple[Any, ...], list[tuple[Path, dict[str, Any], dict[str, Any]]]] = {}
     for path, results in runs:

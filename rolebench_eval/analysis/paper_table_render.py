@@ -20,7 +20,7 @@ import pandas as pd
 from rolebench_eval.errors import DataError
 
 if TYPE_CHECKING:
-    from rolebench_eval.paper_tables import Cell, CheckedRow, Column, PaperTable
+    from rolebench_eval.analysis.paper_tables import Cell, CheckedRow, Column, PaperTable
 
 OUTPUT_FORMATS: tuple[str, ...] = ("markdown", "latex", "csv")
 

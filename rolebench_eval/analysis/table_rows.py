@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rolebench_eval import comparability
-from rolebench_eval.compare_runs import LoadedRun, task_settings
+from rolebench_eval.analysis import comparability
+from rolebench_eval.analysis.compare_runs import LoadedRun, task_settings
 from rolebench_eval.errors import UsageError, did_you_mean
 
 # The PersonaScore column is named per paper (PScore-L in OpenCharacter Table 3, PScore in Table 5,
@@ -39,7 +39,7 @@ def table_task(run: LoadedRun, table_name: str, benchmark: str, task: str | None
 
 
 def _cells(table: Any, metrics: Mapping[str, Any], win_key: str | None) -> dict[str, Any]:
-    from rolebench_eval.paper_tables import Cell
+    from rolebench_eval.analysis.paper_tables import Cell
 
     values: dict[str, Any] = {}
     for column in table.columns:
@@ -69,7 +69,7 @@ def measured_rows(run: LoadedRun, table: Any, task: str | None = None) -> list[A
     (RoleBench: `win_rate[<judge>]`): then one row per judge, each with its own win rate, so each
     is checked against the table's judge on its own.
     """
-    from rolebench_eval.paper_tables import MeasuredRow
+    from rolebench_eval.analysis.paper_tables import MeasuredRow
 
     name = table_task(run, table.name, table.benchmark, task)
     task_run = run.tasks[name]

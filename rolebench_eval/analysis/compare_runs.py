@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from rolebench_eval import comparability
-from rolebench_eval import run_dir as rd
+from rolebench_eval.analysis import comparability
+from rolebench_eval.running import run_dir as rd
 from rolebench_eval.errors import UsageError, did_you_mean
 
 BASELINE_SCHEMA = "rolebench-eval/baseline/v1"
@@ -364,7 +364,7 @@ def compare_pair(
 ) -> PairComparison:
     """Check comparability, line up per-unit values, compare every metric (one correction family
     across all metrics of all shared tasks), and apply the regression rules if any."""
-    from rolebench_eval import paired_stats
+    from rolebench_eval.analysis import paired_stats
 
     tasks = shared_tasks(a, b)
     found = [task_differences(task, a, b) for task in tasks]

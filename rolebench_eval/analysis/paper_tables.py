@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from rolebench_eval import comparability, paper_table_render
+from rolebench_eval.analysis import comparability, paper_table_render
 from rolebench_eval.errors import DataError, UsageError, did_you_mean, unknown
 # Re-exported: callers take the marks, the formats and these helpers from this module.
-from rolebench_eval.paper_table_render import MISMATCH_MARK, OUTPUT_FORMATS, PUBLISHED_MARK  # noqa: F401
-from rolebench_eval.paper_table_render import format_cell, latex_escape  # noqa: F401
+from rolebench_eval.analysis.paper_table_render import MISMATCH_MARK, OUTPUT_FORMATS, PUBLISHED_MARK  # noqa: F401
+from rolebench_eval.analysis.paper_table_render import format_cell, latex_escape  # noqa: F401
 
 SCHEMA_VERSION = 1
 

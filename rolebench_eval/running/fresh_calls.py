@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rolebench_eval.call_store import CallStore
+from rolebench_eval.running.call_store import CallStore
 
 
 class FreshCallStore(CallStore):

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rolebench_eval import run_dir as rd
-from rolebench_eval.call_accounting import nothing_scored
+from rolebench_eval.running import run_dir as rd
+from rolebench_eval.running.call_accounting import nothing_scored
 from rolebench_eval.embedded import SMOKE_JUDGE_WARNING
 from rolebench_eval.models import ModelSpec
 from rolebench_eval.task_api import Task, TaskOutcome
@@ -84,8 +84,8 @@ def write_outputs(
         "incomplete": list(incomplete),
     }
     rd.write_json_atomic(run_path / rd.RESULTS, results)
-    from rolebench_eval.html_report import write_run_html
-    from rolebench_eval.report import render_run_report
+    from rolebench_eval.analysis.html_report import write_run_html
+    from rolebench_eval.analysis.report import render_run_report
 
     rd.write_text_atomic(run_path / rd.REPORT, render_run_report(results))
     write_run_html(run_path)

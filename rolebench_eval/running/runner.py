@@ -16,14 +16,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rolebench_eval import run_dir as rd
+from rolebench_eval.running import run_dir as rd
 from rolebench_eval.backends.base import Backend, BackendOptions
-from rolebench_eval.call_accounting import CallTally
-from rolebench_eval.call_store import CallStore
+from rolebench_eval.running.call_accounting import CallTally
+from rolebench_eval.running.call_store import CallStore
 from rolebench_eval.embedded import SMOKE_JUDGE_WARNING
-from rolebench_eval.endpoint_identity import FRESH_NOTE, finished_run_by_name, identify_endpoints, name_only_config
+from rolebench_eval.running.endpoint_identity import FRESH_NOTE, finished_run_by_name, identify_endpoints, name_only_config
 from rolebench_eval.errors import RbeError, UsageError
-from rolebench_eval.fresh_calls import FreshCallStore
+from rolebench_eval.running.fresh_calls import FreshCallStore
 from rolebench_eval.models import (
     ModelSpec,
     build_backend,
@@ -33,15 +33,15 @@ from rolebench_eval.models import (
     spec_identity,
 )
 from rolebench_eval.provenance import git_revision, machine, package_versions
-from rolebench_eval.run_lock import RunLock
-from rolebench_eval.run_outputs import current_results, write_outputs, write_stamp
+from rolebench_eval.running.run_lock import RunLock
+from rolebench_eval.running.run_outputs import current_results, write_outputs, write_stamp
 from rolebench_eval.scheduling.budget import Budget
 from rolebench_eval.scheduling.lanes import BatchLane, DeviceToken, Lane, LazyLane
 from rolebench_eval.scheduling.pricing import price_table
 from rolebench_eval.scheduling.progress import Observers, ProgressDisplay
 from rolebench_eval.scheduling.scheduler import RoleBinding, Scheduler
 from rolebench_eval.secrets import redact
-from rolebench_eval.sibling_runs import record_reuse, sibling_calls
+from rolebench_eval.running.sibling_runs import record_reuse, sibling_calls
 from rolebench_eval.task_api import MODEL_ROLE, Job, JudgeSpec, RunSettings, Sample, Task, TaskOutcome, staged_job
 from rolebench_eval.task_registry import TaskSpec, build_task, check_task_options, discover
 
@@ -309,7 +309,7 @@ class Runner:
         cached = None if c.fresh else self._derived_if_current(run_path, config_hash)
         if cached is not None:
             if c.write_leaderboard:
-                from rolebench_eval.leaderboard import write_leaderboard
+                from rolebench_eval.analysis.leaderboard import write_leaderboard
 
                 write_leaderboard(c.results_dir)
             return cached
@@ -342,7 +342,7 @@ class Runner:
         used = {k: self.calls_made.get(k, 0) + self.calls_reused.get(k, 0) for k in ("generation", "judging")}
         write_stamp(run_path, config_hash, used, self.failed_calls)
         if c.write_leaderboard:
-            from rolebench_eval.leaderboard import write_leaderboard
+            from rolebench_eval.analysis.leaderboard import write_leaderboard
 
             write_leaderboard(c.results_dir)
         return RunResult(

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from rolebench_eval.errors import RunDirectoryError
-from rolebench_eval.run_dir import LOCK_NAME
+from rolebench_eval.running.run_dir import LOCK_NAME
 
 POLL_S = 0.2  # how often a waiting run retries; the wait itself has no time limit
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rolebench_eval.formatting import format_ci, format_metric, markdown_table, text_table
+from rolebench_eval.analysis.formatting import format_ci, format_metric, markdown_table, text_table
 
 
 def metric_rows(task: dict[str, Any]) -> list[list[str]]:
