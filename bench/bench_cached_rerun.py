@@ -5,15 +5,19 @@ here), then times, each in a fresh process and measured side by side:
   rerun      the same command again: calls files unchanged, derived files read (the usual case);
   rederive   the same, after deleting the derived-files stamp: every call is read back from the
              calls files, every record and number recomputed, samples.jsonl rewritten;
-and reports peak RSS for 50 and 200 personas, to show how memory grows with the number of samples.
+and reports, for 50 and 200 personas: the size of the run directory against its calls files, and
+wall time, CPU time (user + system: the machine is shared, so wall time alone says little) and peak
+RSS of the first run (scripted models, in-process), the rerun and the re-derive, to show how time
+and memory grow with the number of samples.
 
-    .venv/bin/python bench/bench_cached_rerun.py [--personas 200] [--protocol opencharacter]
+    .venv/bin/python bench/bench_cached_rerun.py [--personas 200] [--protocol opencharacter|personagym]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -72,10 +76,23 @@ def build(results: Path, personas: int, protocol: str) -> Path:
 CHILD = (
     "import resource, sys\n"
     "from rolebench_eval.cli import main\n"
+    # The judge's endpoint is a dead port: no metadata request (a rerun makes no model call).
+    "import rolebench_eval.running.runner as runner\n"
+    "runner.preflight = lambda spec: None\n"
     "code = main(sys.argv[1:])\n"
-    "print('PEAK_RSS_MIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    "use = resource.getrusage(resource.RUSAGE_SELF)\n"
+    "print('PEAK_RSS_MIB', use.ru_maxrss / 1024, use.ru_utime + use.ru_stime)\n"
     "sys.exit(code)\n"
 )
+
+
+def usage_line() -> str:
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return f"PEAK_RSS_MIB {use.ru_maxrss / 1024} {use.ru_utime + use.ru_stime}"
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def child(results: Path, personas: int, protocol: str) -> dict:
@@ -89,8 +106,12 @@ def child(results: Path, personas: int, protocol: str) -> dict:
     if out.returncode != 0:
         raise SystemExit(out.stderr[-3000:])
     assert "model calls made: 0;" in out.stdout, out.stdout[-2000:]
-    peak = float(out.stdout.split("PEAK_RSS_MIB")[-1].strip())
-    return {"seconds": elapsed, "peak_rss_mib": peak}
+    peak, cpu = map(float, out.stdout.split("PEAK_RSS_MIB")[-1].split())
+    return {"seconds": elapsed, "cpu_s": cpu, "peak_rss_mib": peak}
+
+
+def line(name: str, m: dict) -> str:
+    return f"  {name:<27}{m['seconds']:6.2f} s wall, {m['cpu_s']:6.2f} s CPU, peak RSS {m['peak_rss_mib']:5.0f} MiB"
 
 
 def main() -> None:
@@ -100,7 +121,9 @@ def main() -> None:
     parser.add_argument("--build", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build:
-        print(build(args.build, args.personas, args.protocol))
+        run = build(args.build, args.personas, args.protocol)
+        print(usage_line())
+        print(run)
         return
     start = time.perf_counter()
     baseline = json.loads(subprocess.run(
@@ -114,20 +137,27 @@ def main() -> None:
             # Built in its own process: a child's ru_maxrss includes its parent's peak at fork time
             # (Linux keeps it across exec), so the measuring process must stay small.
             start = time.perf_counter()
-            run = Path(subprocess.run(
+            out = subprocess.run(
                 [sys.executable, __file__, "--build", str(results), "--personas", str(personas), "--protocol", args.protocol],
-                capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
-            built = time.perf_counter() - start
-            sizes = {p.name: p.stat().st_size / 2**20 for p in [run / "calls/generation.jsonl", run / "calls/judging.jsonl", run / "samples.jsonl"]}
+                capture_output=True, text=True, check=True).stdout.strip().splitlines()
+            run = Path(out[-1])
+            peak, cpu = map(float, out[-2].split()[1:])
+            built = {"seconds": time.perf_counter() - start, "cpu_s": cpu, "peak_rss_mib": peak}
+            names = ["calls/generation.jsonl", "calls/judging.jsonl", "samples.jsonl", "report.html"]
+            sizes = {name: (run / name).stat().st_size / 2**20 for name in names}
+            calls = sizes["calls/generation.jsonl"] + sizes["calls/judging.jsonl"]
+            total = dir_size(run) / 2**20
             n = sum(1 for _ in (run / "samples.jsonl").open())
             rerun = child(results, personas, args.protocol)
             (run / "calls/derived-stamp.json").unlink()
             rederive = child(results, personas, args.protocol)
-            print(f"\n{personas} personas, protocol {args.protocol}: {n} samples; built in {built:.1f} s; "
+            print(f"\n{personas} personas, protocol {args.protocol}: {n} samples; "
                   + ", ".join(f"{k} {v:.1f} MiB" for k, v in sizes.items()))
-            print(f"  rerun (unchanged calls):   {rerun['seconds']:.2f} s, peak RSS {rerun['peak_rss_mib']:.0f} MiB")
-            print(f"  rederive from calls files: {rederive['seconds']:.2f} s, peak RSS {rederive['peak_rss_mib']:.0f} MiB")
-            print(f"  ratio rederive / rerun: {rederive['seconds'] / rerun['seconds']:.1f}")
+            print(f"  run directory {total:.1f} MiB = {total / calls:.2f}x its calls files ({calls:.1f} MiB)")
+            print(line("first run (scripted):", built))
+            print(line("rerun (unchanged calls):", rerun))
+            print(line("rederive from calls files:", rederive))
+            print(f"  ratio rederive / rerun (wall): {rederive['seconds'] / rerun['seconds']:.1f}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -88,6 +89,8 @@ def run_once(personas: int, mode: str, args: argparse.Namespace) -> dict[str, An
         if mode != "default":
             cmd += ["--concurrency", mode]
         start = time.monotonic()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        load_start = os.getloadavg()[0]
         try:
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout,
                                   cwd=args.rbe_pythonpath or None)
@@ -95,6 +98,9 @@ def run_once(personas: int, mode: str, args: argparse.Namespace) -> dict[str, An
         except subprocess.TimeoutExpired:
             code, stderr = None, f"timed out after {args.timeout} s"
         wall = time.monotonic() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # rbe's own CPU (user + system of the command; the server runs in this process).
+        rbe_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         stats = server.stats()
         bounds = chain_bounds(server.log, config, stats["completion_tokens"])
         profile = server.batch_profile()
@@ -107,7 +113,8 @@ def run_once(personas: int, mode: str, args: argparse.Namespace) -> dict[str, An
         allowed.append(stats["completed"] / span / args.requests_per_s)
     if args.tokens_per_s and span:
         allowed.append((stats["prompt_tokens"] + stats["completion_tokens"]) / span / args.tokens_per_s)
-    return {"personas": personas, "mode": mode, "exit": code, "stderr": stderr, "wall_s": wall,
+    return {"personas": personas, "mode": mode, "exit": code, "stderr": stderr, "wall_s": wall, "rbe_cpu_s": rbe_cpu,
+            "load_start": load_start,
             "share_wall": share_wall, "profile": profile, "calls": calls,
             "share_of_allowed": max(allowed) if allowed else None, **stats, **bounds}
 
@@ -159,7 +166,10 @@ def main() -> None:
         print(f"{r['personas']} personas, {r['mode']}: rbe calls made {c.get('made')}, failed {c.get('failed')}, "
               f"not sent {c.get('not_sent')}, retried attempts {c.get('retried_attempts')}; server 429s "
               f"{r['rate_limited']}" + (f"; share of the allowed rate {r['share_of_allowed']:.0%}"
-                                        if r["share_of_allowed"] is not None else ""))
+                                        if r["share_of_allowed"] is not None else "")
+              + f"; rbe CPU {r['rbe_cpu_s']:.1f} s in {r['wall_s']:.1f} s wall"
+              + (f" ({1000 * r['rbe_cpu_s'] / c['made']:.2f} ms per call made, start-up included)"
+                 if c.get("made") else "") + f"; load average {r['load_start']:.1f} at the start")
         print("  mean batch in each tenth of the span: " + " ".join(f"{b:.0f}" for b in r["profile"]))
     for r in rows:
         if r["exit"] != 0:

@@ -413,6 +413,42 @@ def _error(status: int, message: str, retry_after: float | None = None) -> web.R
     return web.json_response(body, status=status, headers=headers)
 
 
+async def serve_instant(models: tuple[str, ...], words: int = 6, announce: Any = print) -> None:
+    """An endpoint that answers every request at once (no engine, no queue): what is left of a
+    run's time is the client's. Replies are short (`words` words per answer, one word per score
+    example and evaluation) and parse as PersonaGym's; runs until cancelled or killed."""
+
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.json()
+        kind, items = classify(body["messages"])
+        n_items = len(items) if kind in ("examples", "judge") else 1
+        tokens = words if kind not in ("examples", "judge") else (5 if kind == "examples" else 8) * n_items
+        text = reply_text(kind, n_items, tokens, random.Random(len(body["messages"][-1]["content"])))
+        return web.json_response({
+            "id": "instant", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": tokens, "total_tokens": 100 + tokens},
+        })
+
+    async def listed(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [
+            {"id": m, "object": "model", "owned_by": "sim", "root": f"sim/{m}"} for m in models]})
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_get("/v1/models", listed)
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    announce(f"serving {', '.join(models)} on http://127.0.0.1:{port}/v1 (instant)")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
 def main() -> None:
     import argparse
 
@@ -424,7 +460,17 @@ def main() -> None:
     parser.add_argument("--requests-per-s", type=float, default=None)
     parser.add_argument("--tokens-per-s", type=float, default=None)
     parser.add_argument("--lifetime-s", type=float, default=600.0)
+    parser.add_argument("--instant", action="store_true",
+                        help="answer every request at once with short replies (client overhead benchmarks)")
     args = parser.parse_args()
+    if args.instant:
+        try:
+            asyncio.run(asyncio.wait_for(
+                serve_instant(tuple(args.model or ["sim-model"]), announce=lambda m: print(m, flush=True)),
+                args.lifetime_s))
+        except (KeyboardInterrupt, asyncio.TimeoutError):
+            pass
+        return
     config = SimConfig(
         slots=args.slots, gain=args.gain, step_s=args.step_ms / 1000.0,
         models=tuple(args.model or ["sim-model"]), requests_per_s=args.requests_per_s,

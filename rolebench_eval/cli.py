@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rolebench_eval import cli_checks
 from rolebench_eval.backends.base import BackendOptions
 from rolebench_eval.cli_checks import positive_int
 from rolebench_eval.cli_exits import run_command
 from rolebench_eval.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, UsageError
+
+if TYPE_CHECKING:
+    from rolebench_eval.running.runner import RunConfig
 
 
 def _key_values(items: list[str], flag: str) -> dict[str, str]:
@@ -36,6 +40,12 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
                         "options after commas: base_url=URL (replicas: URL|URL), api_key_env=VAR, label=NAME")
     p.add_argument("--judge-base-url", help="default OpenAI-compatible endpoint for API judges")
     p.add_argument("--examples-model", metavar="SPEC", help="model writing PersonaGym score examples (default: the first judge)")
+    p.add_argument("--user-model", metavar="SPEC",
+                   help="dialogue tasks: the model playing the user (SPEC as in --judge; default: the task's paper's "
+                        "model with real judges, the embedded model in a smoke run)")
+    p.add_argument("--baseline-model", metavar="SPEC",
+                   help="pairwise dialogue tasks (RPBench-Auto): the baseline the model under test is compared "
+                        "with (default as for --user-model; RPBench: gpt-4o-2024-05-13)")
     p.add_argument("--protocol", help="judging protocol (PersonaGym: opencharacter, opencharacter-full, personagym)")
     p.add_argument("--roleplay-template", help="role-play system prompt (PersonaGym: personagym, opencharacter)")
     p.add_argument("--limit", type=positive_int, help="first N personas (PersonaGym) or items per metric (RoleBench)")
@@ -45,6 +55,8 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--judge-max-tokens", type=positive_int, help="override the protocol's max tokens for judge replies (recorded)")
     p.add_argument("--greedy-top-p", default="zero", choices=["zero", "one"],
                    help="judge top_p for greedy decoding: zero as the protocol sends it, or one for servers that reject 0 (vLLM)")
+    p.add_argument("--judge-output", choices=["free", "guided"], default=None,
+                   help="guided: judge replies constrained to the protocol's format (a recorded deviation); default: free, guided for the embedded smoke judge")
     p.add_argument("--seed", type=int, default=0, help="sampling seed sent with answer requests")
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="where runs are written (default: ./results)")
     p.add_argument("--include-path", action="append", default=[], help="extra folder of task plugins (repeatable)")
@@ -99,10 +111,12 @@ def _run_defaults() -> dict[str, object]:
 def _check_run_flags(args: argparse.Namespace) -> None:
     """Refuse, before any call and any file, flags that are empty or cannot take effect."""
     from rolebench_eval.models import judge_spec, model_under_test
+    from rolebench_eval.running.dialogue_roles import parse_role_spec
 
     cli_checks.check_not_blank({
         "--tasks": args.tasks, "--model": args.model, "--base-url": args.base_url, "--judge": args.judge,
         "--judge-base-url": args.judge_base_url, "--examples-model": args.examples_model,
+        "--user-model": args.user_model, "--baseline-model": args.baseline_model,
         "--model-args": args.model_args, "--protocol": args.protocol,
         "--roleplay-template": args.roleplay_template, "--chat-template": args.chat_template,
     })
@@ -111,15 +125,23 @@ def _check_run_flags(args: argparse.Namespace) -> None:
     model_backend = model_under_test(args.model, args.backend, args.base_url, args.model_args).backend
     specs = [*args.judge, *([args.examples_model] if args.examples_model else [])]
     backends = {model_backend, *(judge_spec(text, args.judge_base_url).backend for text in specs)}
+    for flag, text in (("--user-model", args.user_model), ("--baseline-model", args.baseline_model)):
+        if text:
+            backends.add(parse_role_spec(text, flag, args.judge_base_url).backend)
     if not args.judge:
         backends.add("hf")  # the embedded judge, added when a task needs a judge
     cli_checks.check_backend_flags(args, _run_defaults(), model_backend, backends)
     cli_checks.check_concurrency_flags(args, _run_defaults())
 
 
-def _run(args: argparse.Namespace) -> int:
-    from rolebench_eval.analysis.report import render_terminal
-    from rolebench_eval.running.runner import RunConfig, Runner
+def run_config(args: argparse.Namespace, *, progress: bool | None = None) -> RunConfig:
+    """The RunConfig of parsed `rbe run` arguments, after the flag checks: the one mapping from
+    flags to a run, shared by `rbe run` and `rolebench_eval.api.run` (which parses its keyword
+    options with this same parser), so both make the same run directory, cache and resume.
+
+    `progress`: the display when --no-progress is not given (None: only on a terminal).
+    """
+    from rolebench_eval.running.runner import RunConfig
 
     _check_run_flags(args)
 
@@ -134,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
         vllm_kwargs["max_model_len"] = args.max_model_len
     if args.distributed_executor_backend:
         vllm_kwargs["distributed_executor_backend"] = args.distributed_executor_backend
-    config = RunConfig(
+    return RunConfig(
         tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
         model=args.model,
         backend=args.backend,
@@ -143,6 +165,8 @@ def _run(args: argparse.Namespace) -> int:
         judges=args.judge,
         judge_base_url=args.judge_base_url,
         examples_model=args.examples_model,
+        user_model=args.user_model,
+        baseline_model=args.baseline_model,
         protocol=args.protocol,
         roleplay_template=args.roleplay_template,
         limit=args.limit,
@@ -150,6 +174,7 @@ def _run(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         judge_max_tokens=args.judge_max_tokens,
         greedy_top_p=args.greedy_top_p,
+        judge_output=args.judge_output,
         seed=args.seed,
         results_dir=args.results_dir,
         include_paths=args.include_path,
@@ -167,7 +192,7 @@ def _run(args: argparse.Namespace) -> int:
             max_retry_time_s=args.max_retry_time,
         ),
         vllm_kwargs=vllm_kwargs,
-        progress=False if args.no_progress else None,
+        progress=False if args.no_progress else progress,
         write_leaderboard=not args.no_leaderboard,
         wait_for_lock=not args.no_wait,
         model_revision=args.model_revision,
@@ -176,6 +201,13 @@ def _run(args: argparse.Namespace) -> int:
         budget_usd=args.budget_usd,
         max_calls=args.max_calls,
     )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rolebench_eval.analysis.report import render_terminal
+    from rolebench_eval.running.runner import Runner
+
+    config = run_config(args)
     result = Runner(config).run()
     print(render_terminal(result.results))
     made = sum(result.calls_made.values())
@@ -203,6 +235,8 @@ def _ls(args: argparse.Namespace) -> int:
     for name, spec in sorted(registry.tasks.items()):
         protocols = spec.config.get("protocols")
         extra = f" [protocols: {', '.join(protocols)}; default {spec.config.get('default_protocol')}]" if protocols else ""
+        if spec.config.get("aliases"):
+            extra += f" [also: {', '.join(spec.config['aliases'])}]"
         print(f"  {name:<22} v{spec.version}  {spec.description}{extra}  ({spec.origin})")
     print("groups:")
     for name, members in sorted(registry.groups.items()):
@@ -228,13 +262,25 @@ def _ls(args: argparse.Namespace) -> int:
         print(f"  {'rolellm-en, rolellm-zh':<22} RoleBench: the RoleLLM system instruction, English or Chinese")
     except ImportError:
         pass
+    from rolebench_eval import naming
+
+    stems = naming.table_file_stems()
+    print("paper tables (rbe table NAME):")
+    print(f"  {', '.join(naming.table_name(stem) for stem in stems)}")
+    print("names and aliases (every command):")
+    for line in naming.alias_lines(stems, registry.aliases()):
+        print(f"  {line}")
     return EXIT_USAGE if registry.broken else EXIT_OK
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from rolebench_eval.analysis.leaderboard import write_leaderboard
+    from rolebench_eval.analysis.leaderboard import filtered_leaderboard, write_leaderboard
 
     cli_checks.check_results_dir(args.results_dir, must_exist=True)
+    if args.tasks or args.metrics:
+        split = lambda text: [part.strip() for part in (text or "").split(",") if part.strip()]  # noqa: E731
+        print(filtered_leaderboard(args.results_dir, split(args.tasks), split(args.metrics)), end="")
+        return EXIT_OK
     print(f"wrote {write_leaderboard(args.results_dir)}")
     return EXIT_OK
 
@@ -250,9 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--include-path", action="append", default=[])
     lb = sub.add_parser("leaderboard", help="regenerate leaderboard.md from results/runs")
     lb.add_argument("--results-dir", type=Path, default=Path("results"))
-    from rolebench_eval import cli_analysis
+    lb.add_argument("--tasks", help="only these tasks (comma-separated); printed, leaderboard.md is left as it is")
+    lb.add_argument("--metrics", help="only these metrics, named as in `rbe compare` (PScore-L, EA...); printed")
+    from rolebench_eval import cli_analysis, cli_questions
 
     cli_analysis.add_parsers(sub)
+    cli_questions.add_parsers(sub)
     return parser
 
 
@@ -269,10 +318,11 @@ EXIT_CODES_HELP = """exit codes (every command):
 
 def main(argv: list[str] | None = None) -> int:
     from rolebench_eval.cli_analysis import COMMANDS as ANALYSIS_COMMANDS
+    from rolebench_eval.cli_questions import COMMANDS as QUESTIONS_COMMANDS
 
     parser = build_parser()
     args = parser.parse_args(argv)  # usage errors: argparse prints them and exits 2
-    return run_command({**COMMANDS, **ANALYSIS_COMMANDS}[args.command], args)
+    return run_command({**COMMANDS, **ANALYSIS_COMMANDS, **QUESTIONS_COMMANDS}[args.command], args)
 
 
 if __name__ == "__main__":

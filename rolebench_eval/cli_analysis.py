@@ -56,7 +56,7 @@ def _statistics_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--allow-mismatch", action="store_true",
                        help="compare runs whose protocol, judges, task version or data differ (flagged in the output)")
     group.add_argument("--fail-if-worse", action="append", default=[], metavar="METRIC:DELTA",
-                       help="exit 1 if METRIC (task/metric, or a plain metric name when unambiguous) drops by more "
+                       help="exit 1 if METRIC (PScore-L, EA, Expected Action, task/metric...: any case; ambiguous names are refused) drops by more "
                             "than DELTA (metric units; win rates are fractions) and the drop is significant; repeatable")
 
 
@@ -66,7 +66,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        description="Paired comparison of runs (units: personas or items), each run against the first.")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, baseline files or run ids (at least two)")
     p.add_argument("--metrics", help="comma-separated metrics to compare (default: all)")
-    p.add_argument("--format", default="text", choices=["text", "markdown", "json"], help="output format (default: text)")
+    p.add_argument("--format", default="text", choices=["text", "markdown", "json", "csv"],
+                   help="output format (default: text); csv: the per-unit differences (metric, unit, value_a, "
+                        "value_b, diff), largest first, instead of the statistics")
+    p.add_argument("--html", type=Path, metavar="OUT",
+                   help="also write a side-by-side page (two runs): per metric the units that differ most, with both "
+                        "answers, judge replies and scores, searchable")
+    p.add_argument("--top", type=positive_int, default=10, help="units per metric on the --html page (default 10)")
     _results_dir(p)
     _statistics_options(p)
 
@@ -105,6 +111,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", help="write only this run's page, RUN/report.html")
     p.add_argument("--no-run-pages", action="store_true", help="do not (re)write each run's report.html")
     p.add_argument("--max-samples", type=int, help="samples embedded per run (default: 50 on the site, 300 on a run page)")
+
+    p = sub.add_parser("export", help="a run's samples and metrics as csv, parquet or jsonl files",
+                       description="Write RUN's samples (one row per sample) and metrics (one row per task x metric "
+                                   "[x judge]) as files for spreadsheets and dashboards.")
+    p.add_argument("run", metavar="RUN", help="run directory or run id")
+    p.add_argument("--format", default="csv", choices=["csv", "parquet", "jsonl"], help="file format (default: csv; parquet needs pyarrow)")
+    p.add_argument("--output", type=Path, metavar="DIR", help="folder to write (default: <results-dir>/exports/<run id>)")
+    _results_dir(p)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,7 +229,43 @@ def _compare(args: argparse.Namespace) -> int:
     if len(args.runs) < 2:
         raise UsageError("rbe compare needs at least two runs: the first is the baseline the others are compared with.")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
-    return _emit(_pairs(args.runs, args, metrics), args.format)
+    if args.html is not None and len(args.runs) != 2:
+        raise UsageError("rbe compare --html shows two runs side by side: give exactly two runs.")
+    if args.format == "csv":
+        return _compare_csv(args, metrics)
+    pairs = _pairs(args.runs, args, metrics)
+    status = _emit(pairs, args.format)
+    if args.html is not None:
+        _side_by_side(pairs[0].a, pairs[0].b, args, metrics, pairs[0].comparison)
+    return status
+
+
+def _side_by_side(a: Any, b: Any, args: argparse.Namespace, metrics: Sequence[str] | None, comparison: Any) -> None:
+    from rolebench_eval.analysis import side_by_side
+
+    path = side_by_side.write_html(a, b, args.html, metrics=metrics, top=args.top,
+                                   allow_mismatch=args.allow_mismatch, comparison=comparison)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def _compare_csv(args: argparse.Namespace, metrics: Sequence[str] | None) -> int:
+    """Per-unit differences of each run against the first, as CSV on stdout (no statistics:
+    the gate still refuses runs that are not comparable, and --fail-if-worse needs the tests)."""
+    import pandas as pd
+
+    from rolebench_eval.analysis import side_by_side
+    from rolebench_eval.analysis.compare_runs import load_runs
+    from rolebench_eval.errors import UsageError
+
+    if args.fail_if_worse:
+        raise UsageError("--fail-if-worse needs the paired tests: use --format text, markdown or json with it.")
+    runs = load_runs(args.runs, args.results_dir)
+    frames = [side_by_side.unit_differences(runs[0], run, metrics=metrics, allow_mismatch=args.allow_mismatch)
+              for run in runs[1:]]
+    if args.html is not None:
+        _side_by_side(runs[0], runs[1], args, metrics, None)
+    print(pd.concat(frames, ignore_index=True).to_csv(index=False), end="")
+    return EXIT_OK
 
 
 @_command("regress")
@@ -309,4 +359,27 @@ def _report(args: argparse.Namespace) -> int:
     output = args.output or args.results_dir / "report.html"
     kwargs = {} if args.max_samples is None else {"max_samples_per_run": args.max_samples}
     print(f"wrote {html_report.write_site_html(args.results_dir, output, **kwargs)}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------------
+# export
+
+
+@_command("export")
+def _export(args: argparse.Namespace) -> int:
+    from rolebench_eval.analysis import exports
+    from rolebench_eval.analysis.frames import metrics_frame, samples_frame
+    from rolebench_eval.analysis.compare_runs import load_run
+    from rolebench_eval.errors import UsageError
+
+    exports.check_format(args.format)  # before reading anything: a missing pyarrow is named at once
+    run = load_run(args.run, args.results_dir)
+    if run.run_dir is None:
+        raise UsageError(f"{args.run} is a baseline file; an export needs the run directory (samples.jsonl).")
+    output = args.output or exports.default_output(args.results_dir, run.run_id)
+    frames = {"samples": samples_frame(run.run_dir, run.results), "metrics": metrics_frame(run.results)}
+    paths = exports.export_frames(frames, output, args.format)
+    counts = ", ".join(f"{path} ({len(frame)} rows)" for path, frame in zip(paths, frames.values()))
+    print(f"wrote {counts}")
     return EXIT_OK

@@ -64,6 +64,11 @@ class ModelSpec:
 
     def describe(self) -> dict[str, Any]:
         facts: dict[str, Any] = {"backend": self.backend, "model": redact(self.model), "label": self.label}
+        if self.smoke and self.model == str(embedded_gguf_path()):
+            # The embedded model's file lies inside each environment (its path differs from one
+            # venv or machine to the next); the same model must give the same run id everywhere.
+            # Its identity (the file's hash, spec_identity) still tells checkpoints apart.
+            facts["model"] = EMBEDDED_NAME
         if self.base_url:
             facts["base_url"] = redact(self.base_url)
         if self.replicas:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant"]
@@ -35,19 +36,28 @@ class GenerationParams:
         return self.temperature == 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "stop": list(self.stop)}
+        # Spelled out (asdict deep-copies): the same dict, field order included.
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+                "seed": self.seed, "stop": list(self.stop)}
 
 
 @dataclass(frozen=True)
 class ChatRequest:
     messages: tuple[Message, ...]
     params: GenerationParams = field(default_factory=GenerationParams)
+    # Guided output (--judge-output guided): the reply must match this regex in full (the
+    # backend constrains decoding to it). Serialised, and so hashed, only when set: every
+    # request without it keeps the hash it always had.
+    guided_regex: str | None = None
 
     def messages_json(self) -> list[dict[str, str]]:
         return [{"role": m.role, "content": m.content} for m in self.messages]
 
     def to_json(self) -> dict[str, Any]:
-        return {"messages": self.messages_json(), "params": self.params.to_json()}
+        data: dict[str, Any] = {"messages": self.messages_json(), "params": self.params.to_json()}
+        if self.guided_regex is not None:
+            data["guided_regex"] = self.guided_regex
+        return data
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> ChatRequest:
@@ -56,17 +66,30 @@ class ChatRequest:
         return ChatRequest(
             messages=tuple(Message(m["role"], m["content"]) for m in data["messages"]),
             params=GenerationParams(**params),
+            guided_regex=data.get("guided_regex"),
         )
 
+    @cached_property
+    def canonical_json(self) -> str:
+        """The request as canonical JSON (sorted keys, no spaces), computed once per request: it
+        is both what the key hashes and what the call store writes, so a call encodes it once.
+        (A cached_property writes the instance's __dict__, which a frozen dataclass allows; it
+        is no field: equality, hashing and `replace` ignore it.)"""
+        return json.dumps(self.to_json(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
     def cache_key(self, model_identity: str) -> str:
-        """Hash of the model identity and the exact request: equal keys mean the same call."""
-        payload = json.dumps(
-            {"model": model_identity, "request": self.to_json()},
-            sort_keys=True,
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        """Hash of the model identity and the exact request: equal keys mean the same call.
+
+        The bytes hashed are those of `json.dumps({"model": identity, "request": to_json()},
+        sort_keys=True, ensure_ascii=False, separators=(",", ":"))` (what every stored key was
+        made from), assembled from `canonical_json`; keys are remembered per identity."""
+        keys = self.__dict__.setdefault("_keys", {})
+        key = keys.get(model_identity)
+        if key is None:
+            payload = ('{"model":' + json.dumps(model_identity, ensure_ascii=False)
+                       + ',"request":' + self.canonical_json + "}")
+            key = keys[model_identity] = hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        return key
 
 
 @dataclass(frozen=True)
@@ -103,7 +126,7 @@ class Completion:
         return {
             "text": self.text,
             "finish_reason": self.finish_reason,
-            "usage": asdict(self.usage),
+            "usage": {"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens},
             "error": self.error,
             "notes": list(self.notes),
             "attempts": self.attempts,

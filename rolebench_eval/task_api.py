@@ -58,6 +58,15 @@ class JudgeSpec:
 
 
 @dataclass(frozen=True)
+class BoundModel:
+    """The model bound to a dialogue role (USER_ROLE, BASELINE_ROLE) as the task sees it."""
+
+    role: str  # the role name in ModelCall.model
+    label: str
+    smoke: bool = False  # the embedded model: plumbing only
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """The user's choices that tasks read (each task validates the ones that apply to it)."""
 
@@ -72,6 +81,13 @@ class RunSettings:
     judges: tuple[JudgeSpec, ...] = ()
     has_examples_model: bool = False
     options: Mapping[str, str] = field(default_factory=dict)  # --task-option key=value
+    # --judge-output: the judging roles ("judge:<label>", "examples") whose replies are constrained
+    # to the task's formats (ChatRequest.guided_regex); a task records what it guides in its
+    # manifest (`judge_output`), which is where the choice enters the configuration hash.
+    guided_roles: tuple[str, ...] = ()
+    # Dialogue roles (running/dialogue_roles.py): None when no chosen task declares the role.
+    user: BoundModel | None = None  # --user-model: plays the user (USER_ROLE)
+    baseline: BoundModel | None = None  # --baseline-model: the pairwise baseline (BASELINE_ROLE)
 
 
 @dataclass

@@ -11,6 +11,10 @@ Code is imported only when a task is built, so `rbe ls` stays fast and one broke
 break the others: a folder whose `tasks.toml` cannot be read (or an entry point that cannot be
 imported) is recorded in `TaskRegistry.broken` with its error, and the other plugins still load.
 
+Task and group names are matched in any case and with '_' for '-' (rolebench_eval.naming); a task
+may declare other names it answers to (`aliases = [...]`), and the --protocol / --roleplay-template
+names it takes (`protocols`, `roleplay_templates`), which `canonical_setting` spells its way.
+
 A task may declare the `--task-option` keys it reads (`options = ["key", ...]` in tasks.toml);
 a key that none of the chosen tasks declares is refused before any call. A task without an
 `options` list (an older plugin) accepts any key.
@@ -30,7 +34,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rolebench_eval.errors import DataError, RbeError, UsageError, did_you_mean, unknown
+from rolebench_eval import naming
+from rolebench_eval.errors import DataError, RbeError, UsageError, did_you_mean
 
 if TYPE_CHECKING:
     from rolebench_eval.task_api import RunSettings, Task
@@ -90,9 +95,10 @@ class TaskRegistry:
             for required in ("name", "factory"):
                 if not isinstance(entry.get(required), str):
                     raise DataError(f"{manifest}: [[task]] number {number} has no {required!r} string")
-            options = entry.get("options")
-            if options is not None and not (isinstance(options, list) and all(isinstance(o, str) for o in options)):
-                raise DataError(f"{manifest}: [[task]] {entry['name']!r}: 'options' must be a list of strings")
+            for listed in ("options", "aliases", "protocols", "roleplay_templates"):
+                value = entry.get(listed)
+                if value is not None and not (isinstance(value, list) and all(isinstance(o, str) for o in value)):
+                    raise DataError(f"{manifest}: [[task]] {entry['name']!r}: {listed!r} must be a list of strings")
             name = entry["name"]
             if name in self.tasks and self.tasks[name].folder != folder:
                 raise DataError(
@@ -115,21 +121,29 @@ class TaskRegistry:
             raise DataError(f"{manifest}: [groups] must map group names to lists of task names")
         return specs, {group: list(members) for group, members in groups.items()}
 
+    def aliases(self) -> dict[str, list[str]]:
+        """Task name -> the other names its tasks.toml declares for it (`aliases = [...]`)."""
+        return {name: list(spec.config.get("aliases") or []) for name, spec in self.tasks.items() if spec.config.get("aliases")}
+
+    def canonical(self, name: str) -> str:
+        """The task or group `name` names: its own name in any case ('_' for '-'), else a declared
+        alias; unknown or ambiguous -> UsageError naming the candidates (rolebench_eval.naming)."""
+        exact = {known: [known] for known in [*self.tasks, *self.groups]}
+        try:
+            return naming.resolve("task", name, [exact, self.aliases()])
+        except UsageError as error:
+            if self.broken:
+                # The task may be defined in a plugin that could not be read: say which.
+                where = "; ".join(self.broken.values())
+                raise UsageError(f"{error} Task plugins that could not be read: {where}") from None
+            raise
+
     def resolve(self, names: Iterable[str]) -> list[TaskSpec]:
-        """Task specs for task and group names, in order, without duplicates."""
+        """Task specs for task and group names (or aliases), in order, without duplicates."""
         resolved: list[TaskSpec] = []
-        for name in names:
-            if name in self.groups:
-                members = self.groups[name]
-            elif name in self.tasks:
-                members = [name]
-            else:
-                error = unknown("task", name, [*self.tasks, *self.groups])
-                if self.broken:
-                    # The task may be defined in a plugin that could not be read: say which.
-                    where = "; ".join(self.broken.values())
-                    error = UsageError(f"{error} Task plugins that could not be read: {where}")
-                raise error
+        for given in names:
+            name = self.canonical(given)
+            members = self.groups[name] if name in self.groups else [name]
             for member in members:
                 if member not in self.tasks:
                     raise DataError(f"group {name!r} names unknown task {member!r}")
@@ -238,3 +252,14 @@ def build_task(spec: TaskSpec, settings: RunSettings) -> Task:
         raise
     except Exception as exc:  # noqa: BLE001 - the plugin's code, not rbe's
         raise DataError(f"task {spec.name} ({where}): factory {spec.factory!r} raised {type(exc).__name__}: {exc}") from exc
+
+
+def canonical_setting(specs: Iterable[TaskSpec], listed: str, value: str | None) -> str | None:
+    """`value` (a --protocol or --roleplay-template name) in the spelling the chosen tasks declare
+    under `listed` (`protocols`, `roleplay_templates` in tasks.toml), matched in any case and with
+    '_' for '-'; returned as given when no task declares it, so that the task refuses it naming
+    its own choices. The canonical spelling is what the manifest and config hash record."""
+    if value is None:
+        return None
+    declared = list(dict.fromkeys(name for spec in specs for name in spec.config.get(listed) or []))
+    return naming.match(value, declared) or value

@@ -14,15 +14,17 @@ import pytest
 
 from rolebench_eval.cli import main
 from rolebench_eval.embedded import SMOKE_JUDGE_WARNING
-from rolebench_eval.errors import EXIT_INCOMPLETE
+from rolebench_eval.errors import EXIT_INCOMPLETE, EXIT_OK
 
 pytestmark = pytest.mark.slow
 
 SECRET = "sk-rbe-test-Xw93kd02hf71"  # an API key in the environment of the killed run
 # --batch-size 2: the 10 calls (answers and score examples go out together) finish in 5 engine
-# batches, so the kill below lands between them.
+# batches, so the kill below lands between them. --judge-output free: the smoke judge's own
+# (unguided) replies, which exercise the unscored path; the quickstart's guided default is
+# test_quickstart_prints_a_full_smoke_table below.
 ARGS = ["--tasks", "personagym-light", "--limit", "1", "--max-tokens", "16", "--judge-max-tokens", "16",
-        "--batch-size", "2", "--no-progress"]
+        "--batch-size", "2", "--no-progress", "--judge-output", "free"]
 
 
 def run_dir(results: Path) -> Path:
@@ -76,7 +78,9 @@ def test_killed_run_resumes_and_a_rerun_makes_no_call(tmp_path: Path, capsys) ->
     made = len(generation_calls) + len(judging_calls) - saved_before
     assert f"model calls made: {made};" in captured.out and made > 0
 
-    records = lines(run / "samples.jsonl")
+    from rolebench_eval.analysis.run_samples import iter_samples
+
+    records = list(iter_samples(run))  # texts of calls resolved from the calls files
     assert len(records) == 5
     for record in records:
         assert record["answer"] and record["finish_reason"] in ("stop", "length")
@@ -108,3 +112,30 @@ def test_killed_run_resumes_and_a_rerun_makes_no_call(tmp_path: Path, capsys) ->
     total = len(generation_calls) + len(judging_calls)
     assert f"model calls made: 0; reused from the run directory: {total}" in capsys.readouterr().out
     assert (run / "results.json").read_text() == first_results
+
+
+def test_quickstart_prints_a_full_smoke_table(tmp_path: Path, capsys) -> None:
+    """The README's first command: the embedded smoke judge is guided by default, so every item
+    gets a 1..5 score and the run exits 0, still labelled a smoke test and recording the deviation."""
+    results = tmp_path / "results"
+    code = main(["run", "--tasks", "personagym-light", "--limit", "1", "--no-progress", "--results-dir", str(results)])
+    captured = capsys.readouterr()
+    assert code == EXIT_OK, captured.err[-3000:]
+    assert SMOKE_JUDGE_WARNING in captured.out
+    assert "note: guided judge output for judge:embedded, examples" in captured.err
+    run = run_dir(results)
+    records = lines(run / "samples.jsonl")
+    assert len(records) == 5
+    assert all(r["score"] in (1, 2, 3, 4, 5) and r["unscored_reason"] is None for r in records), [
+        r["unscored_reason"] for r in records
+    ]
+    judging = lines(run / "calls" / "judging.jsonl")
+    assert {c["stage"] for c in judging} == {"score_examples", "rubric_grading"}
+    assert all(c["request"]["guided_regex"] for c in judging)
+    assert all("guided_regex" not in c["request"] for c in lines(run / "calls" / "generation.jsonl"))
+    manifest = json.loads((run / "manifest.json").read_text())
+    entry = manifest["tasks"]["personagym-light"]["judge_output"]
+    assert entry == {"judge:embedded": "guided", "examples": "guided"}
+    assert any(d.startswith("guided judge output") for d in manifest["deviations"])
+    task = json.loads((run / "results.json").read_text())["tasks"]["personagym-light"]
+    assert task["items"]["n_scored"] == 5 and task["items"]["n_unscored"] == 0

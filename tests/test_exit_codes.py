@@ -260,7 +260,7 @@ def test_atomic_write_failure_removes_its_tmp(tmp_path: Path, monkeypatch) -> No
     [
         (["--judge", ""], ["--judge", "empty value"]),
         (["--model", " "], ["--model", "empty value"]),
-        (["--task-option", "rolebench_dir=/x"], ["--task-option rolebench_dir", "personagym-light takes no task options"]),
+        (["--task-option", "rolebench_dir=/x"], ["--task-option rolebench_dir", "not an option of personagym-light", "Known options: questions"]),
         (["--backend", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1", "--tensor-parallel-size", "2"],
          ["--tensor-parallel-size applies to the vllm backend only"]),
         (["--concurrency", "3", "--judge", "hf:."], ["--concurrency applies to the openai backend only"]),

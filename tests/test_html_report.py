@@ -49,7 +49,7 @@ def test_sample_limit_keeps_the_page_bounded_and_says_so(results_root: Path) -> 
     run = results_root / "runs" / "model-a__personagym-light__aaaa"
     html = html_report.render_run_html(run, max_samples=5)
     assert html.count('<details class="sample"') == 5
-    assert "model-a: 5 of 30 samples embedded (limit reached; see samples.jsonl)" in html
+    assert "model-a: 5 of 30 samples embedded (limit reached; 25 left out: see above)" in html
 
 
 def test_site_page_groups_runs_and_links_run_pages(results_root: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -239,8 +239,11 @@ def test_gate_fails_only_on_significant_drop_beyond_delta() -> None:
 
 
 def test_gate_rejects_unknown_metrics_listing_known_ones_and_bad_deltas() -> None:
-    with pytest.raises(UsageError, match="unknown metric.*'PScore'.*PersonaScore, PC, EA, LH"):
-        ps.regression_gate(GATE_COMPARISON, {"PScore": 0.05})
+    with pytest.raises(UsageError, match="unknown metric.*'Persona'.*PersonaScore, PC, EA, LH"):
+        ps.regression_gate(GATE_COMPARISON, {"Persona": 0.05})
+    # Short codes and paper names are aliases (rolebench_eval.naming), in any case.
+    gate = ps.regression_gate(GATE_COMPARISON, {"pscore": 0.05, "Expected Action": 0.05})
+    assert [d.metric for d in gate.decisions] == ["PersonaScore", "EA"]
     with pytest.raises(UsageError, match=">= 0"):
         ps.regression_gate(GATE_COMPARISON, {"PC": -0.1})
 

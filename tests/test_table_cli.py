@@ -38,9 +38,10 @@ def personagym_run(tmp_path: Path) -> tuple[Path, dict[str, dict[str, float]]]:
 def test_lists_tables(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _table(capsys)
     assert code == 0
-    for name in ("opencharacter_table3", "opencharacter_table5", "personagym_table1", "rolellm_en_instruction",
-                 "rolellm_en_role", "rolellm_zh_instruction"):
+    for name in ("opencharacter-table3", "opencharacter-table5", "personagym-table1", "rolellm-en-instruction",
+                 "rolellm-en-role", "rolellm-zh-instruction"):
         assert name in out
+    assert "_table" not in out and "rolellm_" not in out
 
 
 def test_opencharacter_table3_markdown(personagym_run: tuple[Path, dict], capsys: pytest.CaptureFixture[str]) -> None:

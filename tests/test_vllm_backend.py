@@ -213,6 +213,29 @@ def test_finish_reasons_length_and_stop(backend: VLLMBackend) -> None:
     assert stopped.text == (full.text or "")[: (full.text or "").index(stop)]
 
 
+def test_guided_regex_constrains_the_reply_to_the_judge_format(backend: VLLMBackend, spy: GenerateSpy) -> None:
+    import re
+
+    from rolebench_eval.judges.rubric_judge import parse_grading_reply
+    from rolebench_eval.tasks.personagym.protocols import grading_regex
+
+    regex = grading_regex(1, 96)
+    guided = ChatRequest(
+        (Message("user", "Rate the answer 'Aye, the sea took my ship.' from 1 to 5."),),
+        GenerationParams(max_tokens=96), guided_regex=regex,
+    )
+    free = ChatRequest(guided.messages, guided.params)
+    guided_reply, free_reply = run(backend, [guided, free])
+    assert guided_reply.ok and guided_reply.finish_reason == "stop", guided_reply
+    assert re.fullmatch(regex, guided_reply.text or "")
+    assert parse_grading_reply(guided_reply.text or "", 1)[0].score in range(1, 6)
+    # The regex went to the engine as structured outputs; the free request carried none.
+    (_, sampling), = spy.calls
+    assert sorted(p.structured_outputs is not None for p in sampling) == [False, True]
+    assert [p.structured_outputs.regex for p in sampling if p.structured_outputs] == [regex]
+    assert not re.fullmatch(regex, free_reply.text or "")
+
+
 def test_close_frees_the_engine_so_a_judge_engine_can_start(backend: VLLMBackend) -> None:
     """Runs last: it closes the module's engine."""
     import psutil

@@ -35,7 +35,12 @@ _DISPLAY = {
     "unscored_policy": "unscored policy",
     JUDGES_PATH: "judge set",
     EXAMPLES_PATH: "examples model",
+    "run.user_model": "user model (the simulated user; comparing runs that differ only here is a simulator-sensitivity report)",
+    "run.baseline_model": "baseline model",
 }
+# A task that calls dialogue roles lists them in its manifest (`"dialogue_roles": ["user"]`): the
+# models bound to them shape its numbers, so their identities are measurement settings too.
+DIALOGUE_ROLES_KEY = "dialogue_roles"
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -78,6 +83,10 @@ def measurement_settings(
             settings[EXAMPLES_PATH] = str(examples.get("identity") or examples.get("label"))
         elif examples is not None:
             settings[EXAMPLES_PATH] = str(examples)
+    for role in task_manifest.get(DIALOGUE_ROLES_KEY) or ():
+        bound = run_manifest.get(f"{role}_model")
+        if isinstance(bound, Mapping):
+            settings[f"run.{role}_model"] = str(bound.get("identity") or bound.get("label"))
     return settings
 
 

@@ -251,27 +251,35 @@ def qualified(task: str, metric: str) -> str:
     return f"{task}/{metric}"
 
 
-def metric_catalogue(tasks: Mapping[str, TaskRun], names: Sequence[str]) -> dict[str, tuple[str, str]]:
+class MetricCatalogue(dict[str, tuple[str, str]]):
+    """Qualified metric name -> (task, metric key), with the names the tables show (`shown`:
+    qualified -> the results' metric_names entry), so that a metric can be named as shown."""
+
+    shown: dict[str, str]
+
+
+def metric_catalogue(tasks: Mapping[str, TaskRun], names: Sequence[str]) -> MetricCatalogue:
     """Qualified metric name -> (task, metric key) for the tasks `names`, in results order."""
-    catalogue = {}
+    catalogue = MetricCatalogue()
+    catalogue.shown = {}
     for name in names:
+        shown = tasks[name].metric_names
         for metric in tasks[name].metric_kinds:
             catalogue[qualified(name, metric)] = (name, metric)
+            if shown.get(metric):
+                catalogue.shown[qualified(name, metric)] = str(shown[metric])
     return catalogue
 
 
 def resolve_metric(text: str, catalogue: Mapping[str, tuple[str, str]]) -> str:
-    """`task/metric` as is; a plain metric key or display name when exactly one task has it."""
-    if text in catalogue:
-        return text
-    matches = [q for q, (task, metric) in catalogue.items() if metric == text]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise UsageError(f"metric {text!r} is ambiguous: {', '.join(matches)}; name it as TASK/METRIC.")
-    raise UsageError(
-        f"unknown metric {text!r}.{did_you_mean(text, list(catalogue))} Known metrics: {', '.join(catalogue)}."
-    )
+    """The qualified name of the metric `text` names: `task/metric`, a plain key, the name tables
+    show, or a short code (naming.METRIC_ALIASES), in any case; unknown or ambiguous -> UsageError
+    naming the candidates."""
+    from rolebench_eval import naming
+
+    shown = getattr(catalogue, "shown", {})
+    entries = [naming.MetricEntry(q, task, metric, shown.get(q)) for q, (task, metric) in catalogue.items()]
+    return naming.resolve_metric(text, entries)
 
 
 @dataclass(frozen=True)
@@ -322,7 +330,7 @@ def parse_rule(text: str) -> tuple[str, float]:
     """`METRIC:DELTA` -> (metric, allowed drop); the metric may itself contain '/'."""
     metric, sep, delta = text.rpartition(":")
     if not sep or not metric:
-        raise UsageError(f"--fail-if-worse {text!r}: expected METRIC:DELTA, e.g. personagym-light/PersonaScore:0.1")
+        raise UsageError(f"--fail-if-worse {text!r}: expected METRIC:DELTA, e.g. PScore-L:0.1 or personagym-light/PersonaScore:0.1")
     try:
         value = float(delta)
     except ValueError:
@@ -350,6 +358,29 @@ class PairComparison:
     shown_differences: tuple[str, ...] = ()  # settings that differ without blocking (seed, limit, ...)
 
 
+def comparability_gate(
+    a: LoadedRun, b: LoadedRun, allow_mismatch: bool = False
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(shared tasks, blocking differences, non-blocking differences) of run `b` against `a`.
+
+    The one refusal of non-comparable runs (`rbe compare`, its side-by-side page and CSV, the
+    Python API): raises UsageError listing what differs unless `allow_mismatch`.
+    """
+    tasks = shared_tasks(a, b)
+    found = [task_differences(task, a, b) for task in tasks]
+    mismatches = tuple(problem for item in found for problem in item.blocking)
+    shown = tuple(text for item in found for text in item.shown)
+    if mismatches and not allow_mismatch:
+        listing = "\n  - ".join(mismatches)
+        raise UsageError(
+            f"runs {a.label} ({a.run_id}) and {b.label} ({b.run_id}) are not comparable:\n  - {listing}\n"
+            "Numbers measured with different settings (protocol, judges, task version, data, scoring "
+            "options) are not comparable; "
+            "pass --allow-mismatch to compare them anyway (the output will say so)."
+        )
+    return tuple(tasks), mismatches, shown
+
+
 def compare_pair(
     a: LoadedRun,
     b: LoadedRun,
@@ -366,18 +397,7 @@ def compare_pair(
     across all metrics of all shared tasks), and apply the regression rules if any."""
     from rolebench_eval.analysis import paired_stats
 
-    tasks = shared_tasks(a, b)
-    found = [task_differences(task, a, b) for task in tasks]
-    mismatches = [problem for item in found for problem in item.blocking]
-    shown = tuple(text for item in found for text in item.shown)
-    if mismatches and not allow_mismatch:
-        listing = "\n  - ".join(mismatches)
-        raise UsageError(
-            f"runs {a.label} ({a.run_id}) and {b.label} ({b.run_id}) are not comparable:\n  - {listing}\n"
-            "Numbers measured with different settings (protocol, judges, task version, data, scoring "
-            "options) are not comparable; "
-            "pass --allow-mismatch to compare them anyway (the output will say so)."
-        )
+    tasks, mismatches, shown = comparability_gate(a, b, allow_mismatch)
     catalogue = metric_catalogue(a.tasks, tasks)
     wanted = [resolve_metric(name, catalogue) for name in metrics] if metrics else None
     resolved_rules = {resolve_metric(name, catalogue): delta for name, delta in rules}
@@ -398,4 +418,4 @@ def compare_pair(
         label_a=a.label, label_b=b.label, correction=correction, alpha=alpha, seed=seed, n_resamples=n_resamples,
     )
     gate = paired_stats.regression_gate(comparison, resolved_rules) if resolved_rules else None
-    return PairComparison(a, b, tuple(tasks), tuple(mismatches), comparison, dict(aligned.skipped), gate, shown)
+    return PairComparison(a, b, tasks, mismatches, comparison, dict(aligned.skipped), gate, shown)

@@ -6,13 +6,16 @@ Everything a model or judge wrote is untrusted text, so the Jinja environment au
 output and the script only filters elements (it never writes HTML).
 
 Page size stays bounded: at most `max_samples` samples per run are embedded (the first ones in
-samples.jsonl), long texts are cut at MAX_TEXT_CHARS, and the page says what was left out.
+samples.jsonl, their texts resolved from the calls files), a prompt shared by a batch of samples is
+embedded once, long texts are cut at MAX_TEXT_CHARS, and the page says what was left out and how
+to see it.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -24,7 +27,10 @@ from typing import Any
 import jinja2
 import pandas as pd
 
+from rolebench_eval.errors import RunDirectoryError
 from rolebench_eval.running import run_dir as rd
+from rolebench_eval.analysis.run_samples import iter_samples
+from rolebench_eval.analysis.judge_reliability import summary_lines
 from rolebench_eval.analysis.formatting import format_ci, format_metric
 from rolebench_eval.analysis.report import HEADER as RUN_METRIC_HEADER
 from rolebench_eval.analysis.report import cost_line, metric_rows, row_cost_cells
@@ -222,7 +228,7 @@ def _clip(text: Any) -> str:
     text = text if isinstance(text, str) else json.dumps(text, ensure_ascii=False, indent=1, default=str)
     if len(text) <= MAX_TEXT_CHARS:
         return text
-    return text[:MAX_TEXT_CHARS] + f"\n[... {len(text) - MAX_TEXT_CHARS} more characters in samples.jsonl]"
+    return text[:MAX_TEXT_CHARS] + f"\n[... {len(text) - MAX_TEXT_CHARS} more characters: see the run's records (iter_samples)]"
 
 
 def _messages(value: Any) -> list[dict[str, str]]:
@@ -237,7 +243,24 @@ def _messages(value: Any) -> list[dict[str, str]]:
 
 
 # Fields shown in their own sections; the rest of a record is listed as metadata.
-_SECTION_FIELDS = {"prompt", "answer", "judge_prompt", "judgments", "score_examples", "schema"}
+_SECTION_FIELDS = {"prompt", "answer", "judge_prompt", "judgments", "score_examples", "schema", "turns"}
+
+
+def _turns(value: Any) -> list[dict[str, Any]]:
+    """A dialogue's transcript (record field `turns`: [{speaker, role, text, round?, note?}]) as
+    chat bubbles; `side` is the bubble's CSS class: the user's turns right, the judge's marked."""
+    if not isinstance(value, list):
+        return []
+    turns = []
+    for turn in value:
+        if not isinstance(turn, Mapping):
+            continue
+        role = str(turn.get("role", ""))
+        note = str(turn.get("note") or "")
+        side = "user" if role == "user" else "judge" if role == "judge" else "aside" if note == "not chosen" else "npc"
+        turns.append({"speaker": str(turn.get("speaker", role or "?")), "text": _clip(turn.get("text", "")),
+                      "round": turn.get("round"), "note": note, "side": side})
+    return turns
 
 
 def _sample_view(record: Mapping[str, Any], run_label: str, index: int) -> dict[str, Any]:
@@ -270,7 +293,10 @@ def _sample_view(record: Mapping[str, Any], run_label: str, index: int) -> dict[
         "answer": _clip(record.get("answer") or ""),
         "judge_prompt": _messages(record.get("judge_prompt")),
         "examples_prompt": _messages(examples.get("prompt")) if isinstance(examples, Mapping) else [],
+        "judge_prompt_same_as": None,  # {id, sample_id} of the sample showing the same text
+        "examples_prompt_same_as": None,
         "judgments": replies,
+        "turns": _turns(record.get("turns")),
         "meta": meta,
     }
 
@@ -283,22 +309,33 @@ class SampleSet:
 
 
 def read_samples(run_path: Path, run_label: str, limit: int) -> SampleSet:
-    """The first `limit` records of samples.jsonl as view dicts, and how many there are in all."""
+    """The first `limit` records (texts resolved from the calls files by `iter_samples`) as view
+    dicts, and how many there are in all.
+
+    A text shared by a batch of samples (PersonaGym's judge prompt and score-examples prompt) is
+    embedded once: later samples of the batch point to the first one, so the page grows with the
+    texts, not with the batch size.
+    """
     result = SampleSet(run_label)
     path = run_path / rd.SAMPLES
     if not path.is_file():
         return result
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            if len(result.samples) < limit:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    record = {"sample_id": f"line {result.total + 1}", "answer": "(unreadable JSON line)"}
-                result.samples.append(_sample_view(record, run_label, result.total))
-            result.total += 1
+    seen: dict[tuple[str, str], dict[str, str]] = {}
+    try:
+        for record in itertools.islice(iter_samples(run_path), limit):
+            view = _sample_view(record, run_label, len(result.samples))
+            for name in ("judge_prompt", "examples_prompt"):
+                if view[name]:
+                    digest = hashlib.sha256(json.dumps(view[name]).encode("utf-8")).hexdigest()
+                    first = seen.setdefault((name, digest), {"id": view["id"], "sample_id": view["sample_id"]})
+                    if first["id"] != view["id"]:
+                        view[name], view[f"{name}_same_as"] = [], first
+            result.samples.append(view)
+    except (ValueError, RunDirectoryError) as error:
+        # A damaged samples or calls file: the page says so where the samples would be.
+        result.samples.append(_sample_view({"sample_id": "unreadable", "answer": f"({error})"}, run_label, len(result.samples)))
+    with path.open("rb") as handle:
+        result.total = sum(1 for line in handle if line.strip())
     return result
 
 
@@ -394,6 +431,7 @@ def render_run_html(run_path: Path, max_samples: int = RUN_PAGE_MAX_SAMPLES) -> 
             "empty_answers": (task.get("items") or {}).get("empty_answers"),
             "judgment_reasons": list((((task.get("items") or {}).get("judgments") or {}).get("unscored_reasons") or {}).items()),
             "warnings": list(task.get("warnings") or []),
+            "reliability": summary_lines(task.get("reliability")),  # analysis/judge_reliability.py
         })
     calls = results.get("calls") or {}
     samples = read_samples(run_path, label, max_samples)

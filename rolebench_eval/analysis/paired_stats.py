@@ -97,10 +97,13 @@ class Comparison:
 
     def metric(self, name: str) -> MetricComparison:
         """The comparison of one metric by name; a clear error lists the known ones."""
+        from rolebench_eval import naming
+
         for item in self.metrics:
             if item.metric == name:
                 return item
-        raise unknown("metric", name, self.metric_names)
+        resolved = naming.resolve_metric(name, naming.entries_from_names(self.metric_names))  # an alias, any case
+        return next(item for item in self.metrics if item.metric == resolved)
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -440,13 +443,12 @@ def regression_gate(comparison: Comparison, rules: Mapping[str, float]) -> GateR
     A rule fails only when the candidate's drop exceeds `max_drop` AND the difference is significant
     after correction: a large but noisy drop does not block, a small significant one does not either.
     """
-    known = comparison.metric_names
-    unknown_names = [name for name in rules if name not in known]
-    if unknown_names:
-        raise UsageError(
-            f"regression rule(s) for unknown metric(s) {unknown_names}; "
-            f"the comparison has: {', '.join(known)}."
-        )
+    from rolebench_eval import naming
+
+    # A rule may name a metric by its key, task/key or an alias (PScore-L for PersonaScore):
+    # resolved against the comparison's metrics, unknown or ambiguous names refused.
+    entries = naming.entries_from_names(comparison.metric_names)
+    rules = {naming.resolve_metric(name, entries): max_drop for name, max_drop in rules.items()}
     decisions = []
     for name, max_drop in rules.items():
         if not isinstance(max_drop, numbers.Real) or isinstance(max_drop, bool) or not math.isfinite(max_drop) or max_drop < 0:

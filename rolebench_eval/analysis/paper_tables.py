@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from rolebench_eval import naming
 from rolebench_eval.analysis import comparability, paper_table_render
 from rolebench_eval.errors import DataError, UsageError, did_you_mean, unknown
 # Re-exported: callers take the marks, the formats and these helpers from this module.
@@ -57,6 +58,11 @@ class Column:
     format: str  # "mean_std_short" 4.66 (.27) | "mean_std" 3.96 (0.80) | "rouge" 0.5764 | "percent" 55.82
     unit: str  # "likert" | "rouge_l_f" | "percent"
     judged: bool  # whether the number comes from an LLM judge (so the judge must match)
+    # A table over several tasks (RPBench-Auto: Character, Scene) names each column's task and
+    # metric; `derived: "mean"` is the mean of the row's task columns (table_rows.measured_rows).
+    task: str | None = None
+    metric: str | None = None
+    derived: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,14 +70,16 @@ class Citation:
     authors: tuple[str, ...]
     short: str  # "Samuel et al."
     title: str
-    arxiv_id: str
+    arxiv_id: str | None  # None: no paper (RPBench-Auto's leaderboard); `url` says where instead
     table: int | None  # None where the project docs do not give the number
     section: str | None = None
     note: str | None = None
+    url: str | None = None
 
     def text(self) -> str:
         where = f"Table {self.table}" if self.table is not None else (self.section or "")
-        return f'{self.short}, "{self.title}", arXiv:{self.arxiv_id}' + (f", {where}" if where else "")
+        source = f"arXiv:{self.arxiv_id}" if self.arxiv_id else (self.url or "")
+        return f'{self.short}, "{self.title}", {source}' + (f", {where}" if where else "")
 
 
 @dataclass(frozen=True)
@@ -155,8 +163,8 @@ def _reference_files() -> dict[str, Any]:
 
 
 def list_tables() -> list[str]:
-    """Names of the shipped paper tables (file stems), sorted."""
-    return sorted(_reference_files())
+    """Names of the shipped paper tables (kebab-case: `opencharacter-table3`), sorted."""
+    return sorted(naming.table_name(stem) for stem in _reference_files())
 
 
 def _cell(data: Mapping[str, Any]) -> Cell:
@@ -164,17 +172,18 @@ def _cell(data: Mapping[str, Any]) -> Cell:
 
 
 def load_table(name: str) -> PaperTable:
-    """One shipped paper table by name, e.g. 'opencharacter_table3'."""
+    """One shipped paper table by name, e.g. 'opencharacter-table3' (also its file's old name,
+    'opencharacter_table3', in any case: rolebench_eval.naming)."""
     files = _reference_files()
-    if name not in files:
-        raise unknown("paper table", name, files)
+    stem = naming.resolve_table(name, files)
+    name = naming.table_name(stem)
     try:
-        data = json.loads(files[name].read_text(encoding="utf-8"))
+        data = json.loads(files[stem].read_text(encoding="utf-8"))
         if data.get("schema_version") != SCHEMA_VERSION:
             raise DataError(f"reference table {name}: schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}.")
         citation = data["citation"]
         return PaperTable(
-            name=data["name"],
+            name=name,  # the kebab-case name, whatever the file's `name` field says
             title=data["title"],
             citation=Citation(
                 authors=tuple(citation["authors"]),
@@ -184,6 +193,7 @@ def load_table(name: str) -> PaperTable:
                 table=citation.get("table"),
                 section=citation.get("section"),
                 note=citation.get("note"),
+                url=citation.get("url"),
             ),
             protocol=data["protocol"],
             judges=tuple(data["judges"]),

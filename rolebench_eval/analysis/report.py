@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rolebench_eval.analysis.formatting import format_ci, format_metric, markdown_table, text_table
+from rolebench_eval.analysis.judge_reliability import summary_lines
 
 
 def metric_rows(task: dict[str, Any]) -> list[list[str]]:
@@ -202,10 +203,14 @@ def render_run_report(results: dict[str, Any]) -> str:
                     f"exact {pair.get('exact_agreement', '—')}, mean |diff| {pair.get('mean_abs_difference', '—')}, "
                     f"Spearman {pair.get('spearman', '—')}"
                 )
+        # Judge reliability (analysis/judge_reliability.py; the README says what each figure means).
+        lines += [f"- {line}" for line in summary_lines(task.get("reliability"))]
         for warning in task.get("warnings", []):
             lines.append(f"- warning: {warning}")
     calls = calls_lines(results)
     if calls:
         lines += ["", "## Model calls", "", *(f"- {line.strip()}" for line in calls)]
-    lines += ["", "Per-sample records (prompt, answer, judge prompt, judge reply, parsed score): `samples.jsonl`.", ""]
+    lines += ["", "Per-sample records (prompt, answer, judge prompt, judge reply, parsed score): `samples.jsonl`, "
+              "whose texts of calls refer to `calls/*.jsonl`; "
+              "`rolebench_eval.analysis.run_samples.iter_samples(RUN_DIR)` reads them with every text in place.", ""]
     return "\n".join(lines)

@@ -6,30 +6,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from rolebench_eval import naming
 from rolebench_eval.analysis import comparability
 from rolebench_eval.analysis.compare_runs import LoadedRun, task_settings
 from rolebench_eval.errors import UsageError, did_you_mean
 
-# The PersonaScore column is named per paper (PScore-L in OpenCharacter Table 3, PScore in Table 5,
-# PersonaScore in PersonaGym Table 1); results.json always says PersonaScore.
-_PERSONA_SCORE_COLUMNS = ("PersonaScore", "PScore-L", "PScore")
+# Older results spelled the win rate key in other ways; the column looks for each (the first found).
 _WIN_RATE_KEYS = ("win_rate", "WinRate", "win rate", "winrate")
-# The RoleBench task each RoleLLM table reports (tasks/rolebench/tasks.toml).
-_TABLE_TASKS = {
-    "rolellm_en_instruction": "rolebench-en",
-    "rolellm_en_role": "rolebench-en-rolegen",
-    "rolellm_zh_instruction": "rolebench-zh",
-}
 
 
 def table_task(run: LoadedRun, table_name: str, benchmark: str, task: str | None = None) -> str:
     """The task of `run` that a paper table's rows come from: --task, else the table's own task."""
     names = list(run.tasks)
     if task is not None:
-        if task not in run.tasks:
+        found = naming.match(task, names)  # any case; '_' for '-'
+        if found is None:
             raise UsageError(f"run {run.run_id} has no task {task!r}.{did_you_mean(task, names)} Its tasks: {', '.join(names)}.")
-        return task
-    expected = _TABLE_TASKS.get(table_name, benchmark)
+        return found
+    expected = naming.table_task(naming.table_name(table_name), benchmark)
     if expected in run.tasks:
         return expected
     raise UsageError(
@@ -43,12 +37,13 @@ def _cells(table: Any, metrics: Mapping[str, Any], win_key: str | None) -> dict[
 
     values: dict[str, Any] = {}
     for column in table.columns:
-        if column.id in _PERSONA_SCORE_COLUMNS:
-            keys: tuple[str, ...] = ("PersonaScore", column.id)
-        elif column.id == "win_rate":
-            keys = (win_key,) if win_key else _WIN_RATE_KEYS
+        # A column is named as its paper prints it (PScore-L, PScore, PersonaScore); the results
+        # key it reads is the one naming maps that name to (PersonaScore).
+        key = naming.metric_key(column.id) or column.id
+        if key == "win_rate":
+            keys: tuple[str, ...] = (win_key,) if win_key else _WIN_RATE_KEYS
         else:
-            keys = (column.id,)
+            keys = tuple(dict.fromkeys((key, column.id)))
         summary = next((metrics[k] for k in keys if isinstance(metrics.get(k), Mapping)), None)
         if summary is None or summary.get("mean") is None:
             continue
@@ -70,9 +65,20 @@ def measured_rows(run: LoadedRun, table: Any, task: str | None = None) -> list[A
     is checked against the table's judge on its own.
     """
     from rolebench_eval.analysis.paper_tables import MeasuredRow
+    from rolebench_eval.analysis.multi_task_rows import is_multi_task, measured_row_over_tasks
 
+    if is_multi_task(table) and task is None:
+        return [measured_row_over_tasks(run, table)]  # columns from several tasks (RPBench-Auto)
     name = table_task(run, table.name, table.benchmark, task)
     task_run = run.tasks[name]
+    custom = ((task_run.manifest or {}).get("data") or {}).get("question_set")
+    if isinstance(custom, Mapping):
+        # Published tables report the benchmark's own questions; no flag makes a generated set one.
+        raise UsageError(
+            f"run {run.run_id}, task {name}: evaluated on the custom question set {custom.get('name')!r} "
+            f"(questions sha256 {str(custom.get('questions_sha256'))[:12]}); {table.name} reports the benchmark's "
+            "questions only: compare runs on the same set with `rbe compare` or the leaderboard"
+        )
     results = task_run.results
     metrics = results.get("metrics") or {}
     judges = [str(j) for j in results.get("judges") or []]

@@ -13,6 +13,7 @@ from typing import Any
 from rolebench_eval.backends.base import BackendOptions, ResultCallback
 from rolebench_eval.backends.chat_format import load_chat_template, render_chat
 from rolebench_eval.backends.fingerprint import model_fingerprint, text_sha256
+from rolebench_eval.backends.guided import GuidedLogitsProcessor, TokenMasks
 from rolebench_eval.embedded import ensure_safetensors_copy
 from rolebench_eval.errors import BackendError
 from rolebench_eval.requests import ChatRequest, Completion, Usage
@@ -73,6 +74,7 @@ class HFBackend:
         self._context = int(
             getattr(self._model.config, "max_position_embeddings", 0) or 1_000_000_000
         )
+        self._token_masks: TokenMasks | None = None  # built on the first guided request
 
     @property
     def identity(self) -> str:
@@ -130,24 +132,35 @@ class HFBackend:
                 continue
             prepared.append((index, ids, notes))
         # Same sampling settings batch together; longest first so memory errors surface early.
-        prepared.sort(key=lambda item: (_params_key(requests[item[0]]), -len(item[1])))
+        # Keys sort by their text: settings may mix None and numbers (top_p unset and top_p=0).
+        prepared.sort(key=lambda item: (repr(_params_key(requests[item[0]])), -len(item[1])))
         batch: list[tuple[int, list[int], tuple[str, ...]]] = []
         for item in prepared:
             if batch and (
                 len(batch) >= self._options.batch_size
                 or _params_key(requests[batch[0][0]]) != _params_key(requests[item[0]])
             ):
-                self._generate_batch(batch, requests[batch[0][0]], on_result)
+                self._generate_batch(batch, requests[batch[0][0]], on_result, requests)
                 batch = []
             batch.append(item)
         if batch:
-            self._generate_batch(batch, requests[batch[0][0]], on_result)
+            self._generate_batch(batch, requests[batch[0][0]], on_result, requests)
+
+    def _guided_processor(self, rows: Sequence[ChatRequest]) -> GuidedLogitsProcessor | None:
+        """The constrained-decoding processor of a batch whose requests carry a guided regex."""
+        if all(r.guided_regex is None for r in rows):
+            return None
+        if self._token_masks is None:
+            width = int(self._model.get_output_embeddings().weight.shape[0])
+            self._token_masks = TokenMasks(self._tokenizer, width, _eos_ids(self._model, self._tokenizer))
+        return GuidedLogitsProcessor(self._token_masks, [r.guided_regex for r in rows])
 
     def _generate_batch(
         self,
         batch: list[tuple[int, list[int], tuple[str, ...]]],
         example: ChatRequest,
         on_result: ResultCallback,
+        requests: Sequence[ChatRequest] = (),
     ) -> None:
         import torch
 
@@ -168,6 +181,9 @@ class HFBackend:
         if params.stop:
             kwargs["stop_strings"] = list(params.stop)
             kwargs["tokenizer"] = self._tokenizer
+        guided = self._guided_processor([requests[index] for index, _, _ in batch])
+        if guided is not None:
+            kwargs["logits_processor"] = [guided]
         with torch.inference_mode():
             output = self._model.generate(
                 input_ids=input_ids.to(self._device), attention_mask=mask.to(self._device), **kwargs
@@ -189,6 +205,9 @@ class HFBackend:
                 for stop in params.stop:
                     if stop in text:
                         text, finish = text[: text.index(stop)], "stop"
+            if guided is not None and guided.errors[row] is not None:
+                on_result(index, Completion.failure(f"guided decoding failed: {guided.errors[row]}"))
+                continue
             on_result(
                 index,
                 Completion(
@@ -213,7 +232,8 @@ class HFBackend:
 
 def _params_key(request: ChatRequest) -> tuple[Any, ...]:
     p = request.params
-    return (p.temperature, p.top_p, p.max_tokens, p.seed, p.stop)
+    # Guided rows batch apart: free batches never pay for the constrained-decoding masks.
+    return (p.temperature, p.top_p, p.max_tokens, p.seed, p.stop, request.guided_regex is not None)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -18,11 +18,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from rolebench_eval.backends import http_chat
 from rolebench_eval.backends.base import BackendOptions, ResultCallback
 from rolebench_eval.backends.fingerprint import served_model_facts
+from rolebench_eval.backends.guided import guided_outcome, structured_outputs_body
 from rolebench_eval.errors import BackendError, did_you_mean
-from rolebench_eval.requests import ChatRequest, Completion, Usage
-from rolebench_eval.scheduling.api_lane import FATAL, FINAL, OK, RETRY, ApiLane, ApiLaneSettings, AttemptOutcome
+from rolebench_eval.requests import ChatRequest
+from rolebench_eval.scheduling.api_lane import ApiLane, ApiLaneSettings, AttemptOutcome
+from rolebench_eval.scheduling.endpoints import EndpointPool
 from rolebench_eval.secrets import redact
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
@@ -63,6 +66,8 @@ class OpenAIBackend:
                 )
             key = PLACEHOLDER_KEY
         self._client_args = {"base_url": self._base_url, "api_key": key}
+        self._chat_url = f"{self._base_url}/chat/completions"
+        self._shown = redact(self._base_url)  # for messages; redacted once, not per call
         self._openai = openai
         if check_endpoint:
             self._check_endpoint()
@@ -168,9 +173,10 @@ class OpenAIBackend:
         """This endpoint and the replicas serving the same model (`replicas=` URLs)."""
         return [self, *self._replica_backends]
 
-    def lane(self, label: str | None = None) -> ApiLane:
+    def lane(self, label: str | None = None, pool: EndpointPool | None = None) -> ApiLane:
         """A lane over every replica, with this backend's retry and concurrency settings. The
-        scheduler owns one per model; `generate` runs a private one."""
+        scheduler owns one per model; `generate` runs a private one. Lanes built with the same
+        `pool` share the concurrency controller of an endpoint (URL) they both send to."""
         # The jitter is looked up here at call time: tests make backoff sleeps short by
         # replacing this module's `random`, never by changing the retry policy.
         return ApiLane(
@@ -178,6 +184,7 @@ class OpenAIBackend:
             self.replicas(),
             ApiLaneSettings.from_options(self._options),
             jitter=lambda low, high: random.uniform(low, high),
+            pool=pool,
         )
 
     def generate(self, requests: Sequence[ChatRequest], on_result: ResultCallback) -> None:
@@ -203,10 +210,10 @@ class OpenAIBackend:
             raise fatal[0]
 
     def open_client(self) -> Any:
-        """The async client; created inside the running loop (it binds to it), closed by the lane."""
-        return self._openai.AsyncOpenAI(
-            **self._client_args, timeout=self._options.request_timeout_s, max_retries=0
-        )
+        """The HTTP session of this replica; created inside the running loop (it binds to it),
+        closed by the lane. Chat requests go over aiohttp (backends/http_chat.py: the openai
+        client cost ~3 ms of CPU per call), the endpoint check over the openai client."""
+        return http_chat.open_session(self._chat_url, self._client_args["api_key"], self._options.request_timeout_s)
 
     async def close_client(self, client: Any) -> None:
         await client.close()
@@ -225,78 +232,18 @@ class OpenAIBackend:
             body["seed"] = params.seed
         if params.stop:
             body["stop"] = list(params.stop)
+        if request.guided_regex is not None:  # only with --judge-output guided (backends/guided.py)
+            body.update(structured_outputs_body(request.guided_regex))
         return body
 
     async def attempt(self, client: Any, request: ChatRequest) -> AttemptOutcome:
         """One HTTP attempt, classified; the retry policy is the lane's (scheduling/api_lane.py)."""
-        openai = self._openai
-        shown = redact(self._base_url)
-        try:
-            response = await client.chat.completions.create(**self._body(request))
-            choice = response.choices[0]
-            usage = response.usage
-            completion = Completion(
-                text=choice.message.content or "",
-                finish_reason=choice.finish_reason,
-                usage=Usage(
-                    prompt_tokens=getattr(usage, "prompt_tokens", None),
-                    completion_tokens=getattr(usage, "completion_tokens", None),
-                ),
-            )
-            return AttemptOutcome(OK, completion=completion)
-        except openai.AuthenticationError as exc:
-            error = BackendError(f"{shown}: API key rejected: {redact(str(exc.message))}")
-            return AttemptOutcome(FATAL, exception=error)
-        except openai.NotFoundError as exc:
-            error = BackendError(f"{shown}: model {self._model!r} not found: {redact(str(exc.message))}")
-            return AttemptOutcome(FATAL, exception=error)
-        except openai.RateLimitError as exc:
-            return AttemptOutcome(RETRY, failure="rate_limited", error=f"HTTP 429 rate limited: {exc.message}",
-                                  retry_after_s=_retry_after(exc))
-        except openai.InternalServerError as exc:
-            return AttemptOutcome(RETRY, failure="server_error",
-                                  error=f"HTTP {exc.status_code} server error: {exc.message}")
-        except openai.APITimeoutError:
-            return AttemptOutcome(RETRY, failure="timeout",
-                                  error=f"timed out after {self._options.request_timeout_s:g} s")
-        except openai.APIConnectionError as exc:
-            return AttemptOutcome(RETRY, failure="connection", error=f"connection error: {exc.message}")
-        except openai.APIStatusError as exc:
-            # 400 and friends: this request is wrong (too long, bad parameter); retrying
-            # would give the same answer.
-            return AttemptOutcome(FINAL, completion=Completion.failure(f"HTTP {exc.status_code}: {_error_text(exc)}"))
-        except (IndexError, AttributeError, TypeError, ValueError) as exc:
-            # A garbled reply (a proxy's HTML page, truncated JSON): the server side misbehaves.
-            return AttemptOutcome(RETRY, failure="server_error", error=f"malformed response: {exc!r}")
+        outcome = await http_chat.post_chat(
+            client, self._body(request), model=self._model, shown=self._shown,
+            timeout_s=self._options.request_timeout_s,
+        )
+        return guided_outcome(request, outcome, self._shown)  # redacted once (per call it showed in profiles)
 
     def close(self) -> None:
         pass
 
-
-def _error_text(exc: Any) -> str:
-    """The server's own words: the client only keeps OpenAI-shaped bodies ({"error": {...}}),
-    while FastAPI servers answer {"detail": ...} and proxies plain text."""
-    message = str(getattr(exc, "message", "") or "")
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        detail = body.get("detail") or body.get("message") or body.get("error")
-        if detail and str(detail) not in message:
-            return f"{message}: {detail}" if message else str(detail)
-    elif body is None:
-        try:
-            text = exc.response.text.strip()
-        except (AttributeError, UnicodeDecodeError):
-            text = ""
-        if text and text[:500] not in message:
-            return f"{message}: {text[:500]}" if message else text[:500]
-    elif isinstance(body, str) and body and body not in message:
-        return f"{message}: {body[:500]}"
-    return message
-
-
-def _retry_after(exc: Any) -> float | None:
-    try:
-        value = exc.response.headers.get("retry-after")
-        return min(60.0, float(value)) if value is not None else None
-    except (AttributeError, TypeError, ValueError):
-        return None

@@ -238,6 +238,9 @@ class VLLMBackend:
             if isinstance(params, str):
                 failures.append((index, Completion.failure(params)))
                 continue
+            if request.guided_regex is not None:
+                # A plain dict to the engine (worker processes included); see _generate.
+                params["structured_outputs"] = {"regex": request.guided_regex}
             prompts.append((index, ids, params, notes + note))
 
         for index, failure in failures:
@@ -295,11 +298,20 @@ def _generate(llm: Any, prompts: Sequence[tuple[list[int], dict[str, Any]]]) -> 
 
     outputs = llm.generate(
         [{"prompt_token_ids": ids} for ids, _ in prompts],
-        [SamplingParams(**kwargs) for _, kwargs in prompts],
+        [SamplingParams(**_with_structured_outputs(kwargs)) for _, kwargs in prompts],
         use_tqdm=False,
     )
     answers = [output.outputs[0] for output in outputs]
     return [(a.text, a.finish_reason, len(a.token_ids)) for a in answers]
+
+
+def _with_structured_outputs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """SamplingParams arguments with a guided regex as vLLM's StructuredOutputsParams."""
+    if "structured_outputs" not in kwargs:
+        return kwargs
+    from vllm.sampling_params import StructuredOutputsParams
+
+    return {**kwargs, "structured_outputs": StructuredOutputsParams(**kwargs["structured_outputs"])}
 
 
 def _shutdown_engine(llm: Any) -> None:

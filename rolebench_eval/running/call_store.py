@@ -1,9 +1,16 @@
 """Append-only JSONL store of model calls: the run's system of record and its resume point.
 
-Each finished call is one line, flushed at once, keyed by the hash of the model's identity and the
-exact request. A rerun loads the file and sends only the requests it has no successful answer for,
-so killing a run at any moment loses at most the calls in flight. Failed calls are recorded too
-(with their reason) and retried by the next run; they never count as answers.
+Each finished call is one line, keyed by the hash of the model's identity and the exact request.
+A rerun loads the file and sends only the requests it has no successful answer for, so killing a
+run at any moment loses at most the calls in flight. Failed calls are recorded too (with their
+reason) and retried by the next run; they never count as answers.
+
+Write policy: the file stays open (unbuffered, append mode) for the store's life, and each call is
+one `write` of its whole line, so the line is in the kernel's page cache before the call counts as
+finished: a killed process (Ctrl-C, kill -9, OOM) loses no finished call, and O_APPEND keeps each
+line whole. No fsync: that guards against a machine crash, not a process kill, and costs a disk
+round trip per call. The line embeds the request's canonical JSON (the same text its key hashes),
+so a call is encoded once (requests.ChatRequest.canonical_json).
 """
 
 from __future__ import annotations
@@ -41,51 +48,60 @@ class CallStore:
         self._fallbacks: list[CallStore] | None = None
         self.reused_from: set[str] = set()
         self.dropped_partial_line = False
+        self._handle: Any = None  # opened on the first append (a store only read opens nothing)
         if path.exists():
             self._load()
 
     def _load(self) -> None:
         try:
-            data = self.path.read_bytes()
+            handle = self.path.open("rb")
         except OSError as exc:
             raise RunDirectoryError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        # Line by line: the file is never in memory whole (issue 13: a full PersonaGym's judging
+        # calls are ~70 MB; reading them at once doubled the re-derive's peak memory).
+        with handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    if not raw.endswith(b"\n"):  # a partial last line, cut inside a character
+                        self.dropped_partial_line = True
+                        self._truncate_partial_tail(len(raw))
+                        return
+                    raise RunDirectoryError(
+                        f"corrupted run directory: {self.path}, line {number}: not UTF-8 text. Delete "
+                        "that line (its call will be redone) or the whole run directory."
+                    ) from exc
+                self._load_line(number, line)
+
+    def _load_line(self, number: int, line: str) -> None:
+        if not line.strip():
+            return
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line_number = data.count(b"\n", 0, exc.start) + 1
+            entry = json.loads(line)
+            key = entry["key"]
+            if not isinstance(key, str):
+                raise TypeError(f"'key' is a {type(key).__name__}, not a string")
+            completion = Completion.from_json(entry["completion"])
+        # ValueError covers JSON syntax and wrongly typed fields, AttributeError a field that
+        # is not an object: a wrongly shaped line is named, never a traceback.
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            if not line.endswith("\n"):  # only the last line can lack its newline
+                # A run killed mid-write leaves a partial last line: that call is redone.
+                self.dropped_partial_line = True
+                self._truncate_partial_tail(len(line.encode("utf-8")))
+                return
             raise RunDirectoryError(
-                f"corrupted run directory: {self.path}, line {line_number}: not UTF-8 text. Delete "
-                "that line (its call will be redone) or the whole run directory."
+                f"corrupted run directory: {self.path}, line {number}: {exc}. Delete that "
+                "line (its call will be redone) or the whole run directory."
             ) from exc
-        lines = text.splitlines(keepends=True)
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-                key = entry["key"]
-                if not isinstance(key, str):
-                    raise TypeError(f"'key' is a {type(key).__name__}, not a string")
-                completion = Completion.from_json(entry["completion"])
-            # ValueError covers JSON syntax and wrongly typed fields, AttributeError a field that
-            # is not an object: a wrongly shaped line is named, never a traceback.
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                if number == len(lines) and not line.endswith("\n"):
-                    # A run killed mid-write leaves a partial last line: that call is redone.
-                    self.dropped_partial_line = True
-                    self._truncate_partial_tail(len(line.encode("utf-8")))
-                    continue
-                raise RunDirectoryError(
-                    f"corrupted run directory: {self.path}, line {number}: {exc}. Delete that "
-                    "line (its call will be redone) or the whole run directory."
-                ) from exc
-            if completion.ok:
-                self._answers[key] = completion
-                self._failures.pop(key, None)
-                if self._keep_lines:
-                    self._lines[key] = line if line.endswith("\n") else line + "\n"
-            elif key not in self._answers:
-                self._failures[key] = completion
+        if completion.ok:
+            self._answers[key] = completion
+            self._failures.pop(key, None)
+            if self._keep_lines:
+                self._lines[key] = line if line.endswith("\n") else line + "\n"
+        elif key not in self._answers:
+            self._failures[key] = completion
 
     def _truncate_partial_tail(self, tail_bytes: int) -> None:
         with self.path.open("r+b") as handle:
@@ -106,13 +122,34 @@ class CallStore:
         for other in self._fallbacks:
             line = other._lines.get(key)
             if line is not None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with self.path.open("a", encoding="utf-8") as handle:
-                    handle.write(line)
+                self._write(line)
                 self._answers[key] = other._answers[key]
                 self.reused_from.add(other.path.parent.parent.name)
                 return self._answers[key]
         return None
+
+    def _write(self, line: str) -> None:
+        """One line, in one write: in the kernel before the call counts as finished."""
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "ab", buffering=0)  # noqa: SIM115 (closed by close())
+        data = line.encode("utf-8")
+        written = self._handle.write(data)
+        while written is not None and written < len(data):  # a short write (signal, full pipe)
+            data = data[written:]
+            written = self._handle.write(data)
+
+    def close(self) -> None:
+        """Close the file (nothing is buffered: every line was written when it was appended)."""
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            handle.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the file is closed by the OS anyway
+            pass
 
     def failure(self, key: str) -> Completion | None:
         return self._failures.get(key)
@@ -123,19 +160,15 @@ class CallStore:
     def append(
         self, key: str, model: str, stage: str, request: ChatRequest, completion: Completion
     ) -> None:
-        entry: dict[str, Any] = {
-            "schema": SCHEMA_VERSION,
-            "key": key,
-            "model": model,
-            "stage": stage,
-            "time": round(time.time(), 3),
-            "request": request.to_json(),
-            "completion": completion.to_json(),
-        }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            handle.flush()
+        # The fields as json.dumps(entry) wrote them; the request's text is its canonical JSON.
+        head = json.dumps({"schema": SCHEMA_VERSION, "key": key, "model": model, "stage": stage,
+                           "time": round(time.time(), 3)}, ensure_ascii=False)
+        line = (f'{head[:-1]}, "request": {request.canonical_json}, '
+                f'"completion": {json.dumps(completion.to_json(), ensure_ascii=False)}}}\n')
+        self._write(line)
+        # The canonical text was needed for this key and this line only: tasks keep their
+        # requests until the run ends, and a copy of every prompt each would grow with the run.
+        request.__dict__.pop("canonical_json", None)
         if completion.ok:
             self._answers[key] = completion
             self._failures.pop(key, None)

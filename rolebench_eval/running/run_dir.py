@@ -4,8 +4,13 @@ results/runs/<model>__<tasks>__<hash>/
   manifest.json          configuration, its hash, model identities, data/prompt hashes, versions
   calls/generation.jsonl every call to the model under test (append-only; the resume point)
   calls/judging.jsonl    every call to judges and the examples model (append-only)
-  samples.jsonl          per-sample records derived from the calls (prompt, answer, judge prompt,
-                         judge reply, parsed score or the reason there is none)
+  samples.jsonl          per-sample records derived from the calls (schema 2): what is the sample's
+                         own inline (question, answer, delivered examples segment, parsed score or
+                         the reason there is none, usage), and each text of a call (prompt, score
+                         examples prompt/reply/processed block, judge prompt, judge reply) as a
+                         reference {"$call": key, "file": "generation"|"judging", "part":
+                         "prompt"|"reply", "sha"?, "derive"?} (running/call_refs.py); read them
+                         with analysis/run_samples.py::iter_samples, which puts the texts back
   results.json           the numbers (schema in the README, "The run directory")
   report.md              a short human-readable report
 """
@@ -16,6 +21,7 @@ import errno
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +52,10 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to a sibling `.tmp` file, then rename it over `path`.
+def write_text_atomic(path: Path, text: str | Iterable[str]) -> None:
+    """Write `text` (a string, or an iterable of strings written one after another as they come,
+    so that a large file is never held in memory whole) to a sibling `.tmp` file, then rename it
+    over `path`.
 
     Readers see the old file or the new one, never half of one. On any failure (a directory in
     the way, a read-only folder, a full disk) the `.tmp` file is removed, the old file is left as
@@ -61,7 +69,11 @@ def write_text_atomic(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(path))
-        tmp.write_text(text, encoding="utf-8")
+        with tmp.open("w", encoding="utf-8") as handle:
+            if isinstance(text, str):
+                handle.write(text)
+            else:
+                handle.writelines(text)
         os.replace(tmp, path)
     except OSError as exc:
         try:
@@ -71,8 +83,9 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise RunDirectoryError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
-def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """One JSON line per row, streamed (rows may be a generator)."""
+    write_text_atomic(path, (json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 # Top-level keys whose value must be a JSON object, per kind of file read with read_json: code

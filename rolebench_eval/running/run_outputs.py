@@ -13,8 +13,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rolebench_eval.analysis import judge_reliability
 from rolebench_eval.running import run_dir as rd
 from rolebench_eval.running.call_accounting import nothing_scored
+from rolebench_eval.running.call_refs import RecordEncoder
 from rolebench_eval.embedded import SMOKE_JUDGE_WARNING
 from rolebench_eval.models import ModelSpec
 from rolebench_eval.task_api import Task, TaskOutcome
@@ -46,10 +48,19 @@ def write_outputs(
     *,
     failure_lines: Sequence[str] = (),
     warnings: Sequence[str] = (),
+    call_roles: Mapping[str, tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Write samples.jsonl, results.json, report.md and report.html; return the results."""
-    records = [r for t in tasks for r in outcomes[t.name].records]
-    rd.write_jsonl_atomic(run_path / rd.SAMPLES, records)
+    """Write samples.jsonl, results.json, report.md and report.html; return the results.
+
+    `call_roles` maps each bound model role to (model identity, calls file: "generation" or
+    "judging"): with it, the texts of calls in the records are written as references to the calls
+    files (call_refs.py); without it (or for a role not in it) they stay inline.
+    """
+    encoder = RecordEncoder(call_roles or {})
+    # Streamed: one record encoded and written at a time, never the whole file in memory.
+    rd.write_jsonl_atomic(
+        run_path / rd.SAMPLES, (encoder.encode(r) for t in tasks for r in outcomes[t.name].records)
+    )
     task_results = {}
     for task in tasks:
         outcome = outcomes[task.name]
@@ -63,6 +74,8 @@ def write_outputs(
             "judges": [j.label for j in judges] if task_manifest.get("uses_judges", True) else [],
             "metric_kinds": task.metric_kinds(),
             **outcome.results,
+            # Agreement, length and position bias of the task's judges (None: nothing judged).
+            "reliability": judge_reliability.reliability(outcome.records),
             "warnings": outcome.warnings,
         }
     smoke = bool(manifest.get("smoke_judge"))

@@ -20,6 +20,7 @@ from rolebench_eval.running import run_dir as rd
 from rolebench_eval.backends.base import Backend, BackendOptions
 from rolebench_eval.running.call_accounting import CallTally
 from rolebench_eval.running.call_store import CallStore
+from rolebench_eval.running import dialogue_roles, judge_output
 from rolebench_eval.embedded import SMOKE_JUDGE_WARNING
 from rolebench_eval.running.endpoint_identity import FRESH_NOTE, finished_run_by_name, identify_endpoints, name_only_config
 from rolebench_eval.errors import RbeError, UsageError
@@ -35,6 +36,7 @@ from rolebench_eval.models import (
 from rolebench_eval.provenance import git_revision, machine, package_versions
 from rolebench_eval.running.run_lock import RunLock
 from rolebench_eval.running.run_outputs import current_results, write_outputs, write_stamp
+from rolebench_eval.scheduling.endpoints import EndpointPool
 from rolebench_eval.scheduling.budget import Budget
 from rolebench_eval.scheduling.lanes import BatchLane, DeviceToken, Lane, LazyLane
 from rolebench_eval.scheduling.pricing import price_table
@@ -43,7 +45,7 @@ from rolebench_eval.scheduling.scheduler import RoleBinding, Scheduler
 from rolebench_eval.secrets import redact
 from rolebench_eval.running.sibling_runs import record_reuse, sibling_calls
 from rolebench_eval.task_api import MODEL_ROLE, Job, JudgeSpec, RunSettings, Sample, Task, TaskOutcome, staged_job
-from rolebench_eval.task_registry import TaskSpec, build_task, check_task_options, discover
+from rolebench_eval.task_registry import TaskSpec, build_task, canonical_setting, check_task_options, discover
 
 # The embedded model is a 135M plumbing model on 2 CPU cores: protocol limits of 3000 tokens
 # would take minutes per answer. Used only when the user sets no limit, and recorded.
@@ -71,6 +73,8 @@ class RunConfig:
     max_tokens: int | None = None
     judge_max_tokens: int | None = None
     greedy_top_p: str = "zero"
+    # --judge-output free|guided; None: guided for the embedded smoke judge only (judge_output.py)
+    judge_output: str | None = None
     seed: int = 0
     results_dir: Path = Path("results")
     include_paths: list[str] = field(default_factory=list)
@@ -85,6 +89,11 @@ class RunConfig:
     prices: list[str] = field(default_factory=list)  # --price MODEL=IN,OUT overrides (pricing.price_table)
     budget_usd: float | None = None  # --budget-usd: stop before the estimated cost would exceed it
     max_calls: int | None = None  # --max-calls: at most this many calls sent by this run
+    user_model: str | None = None  # --user-model: the simulated user of dialogue tasks (dialogue_roles)
+    baseline_model: str | None = None  # --baseline-model: the pairwise baseline of dialogue tasks
+    # The command recorded in the manifest (None: this process's argv); the Python API records
+    # the equivalent `rbe run` line.
+    command: list[str] | None = None
 
 
 @dataclass
@@ -115,6 +124,7 @@ class Runner:
         self.tally = CallTally(CONTENT_ATTEMPTS, prices=prices)
         self.lane_snapshots: dict[str, Any] = {}
         self.progress = ProgressDisplay(enabled=config.progress)
+        self.log = self.progress.log_above(self.log)  # log lines above the progress block
         self.budget = (
             Budget(config.max_calls, config.budget_usd, prices=prices, warn=self.log)
             if config.max_calls is not None or config.budget_usd is not None
@@ -128,6 +138,11 @@ class Runner:
         registry = discover(c.include_paths)
         task_specs = registry.resolve(c.tasks)
         check_task_options(task_specs, c.task_options)
+        # --protocol / --roleplay-template in any case ('_' for '-'): the tasks' own spelling from here on.
+        c = self.config = replace(
+            c, protocol=canonical_setting(task_specs, "protocols", c.protocol),
+            roleplay_template=canonical_setting(task_specs, "roleplay_templates", c.roleplay_template),
+        )
         model = model_under_test(c.model, c.backend, c.base_url, c.model_args, c.model_revision)
         if model.backend == "vllm":
             model = replace(model, backend_kwargs=dict(c.vllm_kwargs))
@@ -180,6 +195,10 @@ class Runner:
             judges=tuple(JudgeSpec(j.label, smoke=j.smoke) for j in judges),
             has_examples_model=examples is not None,
             options=dict(c.task_options),
+            guided_roles=judge_output.guided_roles(
+                c.judge_output, [(JudgeSpec(j.label).role, j) for j in judges],
+                examples or (judges[0] if judges else None), deviations,
+            ),
         )
 
     # -- models and their lanes -----------------------------------------------------------------
@@ -196,6 +215,7 @@ class Runner:
         examples: ModelSpec | None,
         generation_store: CallStore,
         judging_store: CallStore,
+        dialogue: dialogue_roles.DialogueModels = dialogue_roles.DialogueModels(),
     ) -> dict[str, RoleBinding]:
         """Each model role of the tasks bound to its model's store and lane (one lane per model
         identity, whatever roles it plays: the judge often writes the score examples too)."""
@@ -204,10 +224,14 @@ class Runner:
         roles += [(j.role, spec, judging_store, "judging") for j, spec in zip(settings.judges, judges)]
         if examples is not None:
             roles.append(("examples", examples, judging_store, "judging"))
+        # The simulated user and the baseline: judging-side calls (see dialogue_roles).
+        roles += [(role, spec, judging_store, "judging") for role, spec in dialogue.pairs()]
         identities = {role: spec_identity(spec, options) for role, spec, _, _ in roles}
         local = {identities[role] for role, spec, _, _ in roles if spec.backend != "openai"}
         # Two local engines never share the device (GPU memory): one runs, then the other.
         device = DeviceToken() if len(local) > 1 else None
+        # Lanes whose models one endpoint (URL) serves share its concurrency controller.
+        self._endpoints = EndpointPool()
         lanes: dict[str, Lane] = {}
         bindings = {}
         for role, spec, store, kind in roles:
@@ -218,16 +242,7 @@ class Runner:
         return bindings
 
     def _lane(self, spec: ModelSpec, device: DeviceToken | None) -> Lane:
-        if spec.backend == "openai":
-            # An endpoint keeps as many requests in flight as it serves well (adaptive, per
-            # replica): its backend brings its own lane. Anything else takes batches.
-            def make() -> Lane:
-                backend = self._open_backend(spec)
-                make_lane = getattr(backend, "lane", None)
-                return make_lane(spec.label) if callable(make_lane) else BatchLane(spec.label, lambda: backend)
-
-            return LazyLane(spec.label, make)
-        return BatchLane(spec.label, lambda: self._open_backend(spec), device=device)
+        return model_lane(spec, self._open_backend, device, getattr(self, "_endpoints", None))
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -242,17 +257,25 @@ class Runner:
     def _run(self) -> RunResult:
         c = self.config
         model, judges, examples, task_specs, deviations = self._resolve()
+        dialogue = dialogue_roles.resolve_dialogue_models(
+            task_specs, c.user_model, c.baseline_model, any(j.smoke for j in judges), c.judge_base_url, deviations
+        )
         # What each endpoint serves is part of its identity (a metadata request, no model call).
         (model, examples, *judges), endpoint_error = identify_endpoints([model, examples, *judges], deviations, preflight)  # type: ignore[assignment]
         if c.fresh:
             deviations.append(FRESH_NOTE)
-        settings = self._settings(model, judges, examples, deviations)
+        dialogue, dialogue_error = dialogue_roles.identify(dialogue, deviations, preflight)
+        endpoint_error = endpoint_error or dialogue_error
+        settings = replace(self._settings(model, judges, examples, deviations), **dialogue_roles.bound_models(dialogue))
+        settings = dialogue_roles.smoke_limits(dialogue, settings, SMOKE_ANSWER_MAX_TOKENS, SMOKE_JUDGE_MAX_TOKENS, deviations)
         tasks = [build_task(spec, settings) for spec in task_specs]
         options = c.backend_options
         model_identity = spec_identity(model, options)
         judge_identities = {j.label: spec_identity(j, options) for j in judges}
         examples_spec = examples or (judges[0] if judges else None)
         task_manifests = {t.name: t.manifest() for t in tasks}
+        judged = [s.name for s in task_specs if s.config.get("requires_judge", True)]
+        judge_output.check_tasks(c.judge_output, settings.guided_roles, task_manifests, judged, deviations)
         config_core = {
             "model": {**model.describe(), "identity": model_identity},
             "judges": [{**j.describe(), "identity": judge_identities[j.label]} for j in judges],
@@ -261,7 +284,8 @@ class Runner:
                 if examples_spec
                 else None
             ),
-            "settings": {k: v for k, v in asdict(settings).items() if k != "judges"},
+            "settings": {k: v for k, v in asdict(settings).items() if k not in ("judges", "user", "baseline", "guided_roles")},
+            **dialogue_roles.manifest_entries(dialogue, lambda spec: spec_identity(spec, options)),
             "backend_options": {
                 "system_prompt_policy": options.system_prompt_policy,
                 "overlength_policy": options.overlength_policy,
@@ -271,13 +295,13 @@ class Runner:
             "tasks": task_manifests,
         }
         config_hash = _canonical_hash(config_core)
-        name_hash = _canonical_hash(name_only_config(config_core, [model, *judges, *([examples_spec] if examples_spec else [])], options))
+        name_hash = _canonical_hash(name_only_config(config_core, [model, *judges, *([examples_spec] if examples_spec else []), *dialogue.specs()], options))
         generation_hash = _canonical_hash(
             {"model": model_identity, "tasks": {name: m.get("data") for name, m in task_manifests.items()},
              "settings": [settings.roleplay_template, settings.answer_max_tokens, settings.seed, settings.limit]}
         )
         run_path = c.results_dir / rd.RUNS_FOLDER / rd.run_dir_name(model.label, [t.name for t in tasks], config_hash)
-        smoke = any(j.smoke for j in judges) or bool(examples_spec and examples_spec.smoke)
+        smoke = any(j.smoke for j in judges) or bool(examples_spec and examples_spec.smoke) or bool(dialogue.user and dialogue.user.smoke)
         manifest = {
             "schema": "rolebench-eval/manifest/v1",
             "config_hash": config_hash,
@@ -289,7 +313,7 @@ class Runner:
             "packages": package_versions(),
             "git_revision": git_revision(),
             "machine": machine(),
-            "command": _sanitized_argv(),
+            "command": _sanitized_argv(c.command),
         }
         if endpoint_error is not None:
             # Endpoints, keys and model names are checked before anything is written; a finished
@@ -318,13 +342,13 @@ class Runner:
             run_path / rd.GENERATION_CALLS,
             sibling_calls(c.results_dir, run_path, {model_identity}, rd.GENERATION_CALLS),
         )
-        judge_identities_all = {spec_identity(s, options) for s in [*judges, *([examples_spec] if examples_spec else [])]}
+        judge_identities_all = {spec_identity(s, options) for s in [*judges, *([examples_spec] if examples_spec else []), *dialogue.specs()]}
         judging_store = calls_store(
             run_path / rd.JUDGING_CALLS,
             sibling_calls(c.results_dir, run_path, judge_identities_all, rd.JUDGING_CALLS),
         )
-        bindings = self._bindings(model, judges, settings, examples_spec, generation_store, judging_store)
-        for spec in {s.label: s for s in [model, *judges, *([examples_spec] if examples_spec else [])]}.values():
+        bindings = self._bindings(model, judges, settings, examples_spec, generation_store, judging_store, dialogue)
+        for spec in {s.label: s for s in [model, *judges, *([examples_spec] if examples_spec else []), *dialogue.specs()]}.values():
             self.tally.register(spec.label, spec.backend, spec.model)  # prices by model name
             if self.budget is not None:
                 self.budget.register(spec.label, spec.backend, spec.model)
@@ -338,6 +362,8 @@ class Runner:
                 *([stopped] if stopped else []),
             ],
             warnings=self.budget.warnings if self.budget is not None else (),
+            # samples.jsonl refers to each call by its key (call_refs.py): role -> identity, file
+            call_roles={role: (b.identity, b.kind) for role, b in bindings.items()},
         )
         used = {k: self.calls_made.get(k, 0) + self.calls_reused.get(k, 0) for k in ("generation", "judging")}
         write_stamp(run_path, config_hash, used, self.failed_calls)
@@ -394,7 +420,24 @@ class Runner:
         return RunResult(run_path, results, {kind: 0 for kind in used}, used, list(results.get("incomplete") or []))
 
 
-def _sanitized_argv() -> list[str]:
+def model_lane(spec: ModelSpec, open_backend: Callable[[ModelSpec], Backend], device: DeviceToken | None = None,
+               endpoints: EndpointPool | None = None) -> Lane:
+    """The lane of one model (shared with `rbe questions generate`); the backend opens lazily."""
+    if spec.backend == "openai":
+        # An endpoint keeps as many requests in flight as it serves well (adaptive, per
+        # replica): its backend brings its own lane. Anything else takes batches.
+        def make() -> Lane:
+            backend = open_backend(spec)
+            make_lane = getattr(backend, "lane", None)
+            if not callable(make_lane):
+                return BatchLane(spec.label, lambda: backend)
+            return make_lane(spec.label, endpoints) if endpoints is not None else make_lane(spec.label)
+
+        return LazyLane(spec.label, make)
+    return BatchLane(spec.label, lambda: open_backend(spec), device=device)
+
+
+def _sanitized_argv(command: Sequence[str] | None = None) -> list[str]:
     # Keys are read from the environment, never from flags; a key inside --model-args or a URL
     # must still not reach the manifest.
-    return [redact(argument) for argument in sys.argv]
+    return [redact(argument) for argument in (sys.argv if command is None else command)]

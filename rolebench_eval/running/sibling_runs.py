@@ -28,7 +28,8 @@ def sibling_calls(root: Path, run_path: Path, identities: set[str], calls_file: 
         if not isinstance(manifest, dict):
             continue
         used = {(manifest.get("model") or {}).get("identity")} if calls_file == rd.GENERATION_CALLS else {
-            j.get("identity") for j in [*manifest.get("judges", []), manifest.get("examples_model") or {}]
+            j.get("identity") for j in [*manifest.get("judges", []), manifest.get("examples_model") or {},
+                                        manifest.get("user_model") or {}, manifest.get("baseline_model") or {}]
             if isinstance(j, dict)
         }
         if used & identities:

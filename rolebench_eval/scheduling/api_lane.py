@@ -3,7 +3,9 @@
 A request waits in a priority heap until some replica may take it: the replica is not cooling
 down, its controller (scheduling/concurrency.py) allows another request in flight and no
 Retry-After pause holds it. Among those, the one with the most free capacity (limit - in flight)
-gets it, which spreads the load by what each replica serves well. One HTTP attempt is made at a
+gets it, which spreads the load by what each replica serves well. Lanes built with the same
+`EndpointPool` (one per run) share the controller and in-flight count of an endpoint URL they
+both send to: the model under test and a judge on one server are held to one limit together. One HTTP attempt is made at a
 time per request; the endpoint only classifies its outcome (`AttemptOutcome`), the retry policy
 is this module's, the same for every endpoint:
 
@@ -39,6 +41,7 @@ from rolebench_eval.backends.base import BackendOptions
 from rolebench_eval.errors import BackendError
 from rolebench_eval.requests import ChatRequest, Completion
 from rolebench_eval.scheduling.concurrency import ConcurrencyController, ControllerSettings
+from rolebench_eval.scheduling.endpoints import EndpointPool, EndpointState
 from rolebench_eval.scheduling.lanes import Lane, Sink, resolve
 
 OK, RETRY, FINAL, FATAL = "ok", "retry", "final", "fatal"
@@ -121,24 +124,30 @@ class _Item:
 
 
 class _Replica:
-    def __init__(self, endpoint: Endpoint, settings: ApiLaneSettings, clock: Callable[[], float]):
+    def __init__(self, endpoint: Endpoint, settings: ApiLaneSettings, clock: Callable[[], float],
+                 pool: EndpointPool | None = None):
         self.endpoint = endpoint
-        self.controller = ConcurrencyController(settings.controller, pinned=settings.pinned, clock=clock)
+        make = lambda: ConcurrencyController(settings.controller, pinned=settings.pinned, clock=clock)  # noqa: E731
+        self.shared = pool.state(endpoint.name, make) if pool is not None else EndpointState(make())
+        self.controller = self.shared.controller
         self.client: Any = None
-        self.in_flight = 0
-        self.peak_limit = self.controller.limit
-        self.peak_in_flight = 0
+        self.mine = 0  # in flight from this lane (the endpoint's total is shared.in_flight)
         self.streak = 0
         self.out_until = -math.inf
         self.taken_out = 0
         self.attempts = 0
         self.completed = 0
 
+    # At the endpoint, from every lane that shares it.
+    in_flight = property(lambda self: self.shared.in_flight)
+    peak_in_flight = property(lambda self: self.shared.peak_in_flight)
+    peak_limit = property(lambda self: self.shared.peak_limit)
+
     def free(self, now: float) -> int:
         """Requests it may start now (0 while cooling down or paused by Retry-After)."""
-        if now < self.out_until or not self.controller.can_start(self.in_flight):
+        if now < self.out_until or not self.controller.can_start(self.shared.in_flight):
             return 0
-        return self.controller.limit - self.in_flight
+        return self.controller.limit - self.shared.in_flight
 
     def available_at(self) -> float:
         return max(self.out_until, self.controller.pause_until)
@@ -153,6 +162,7 @@ class ApiLane(Lane):
         *,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[float, float], float] | None = None,
+        pool: EndpointPool | None = None,
     ):
         super().__init__(label)
         if not replicas:
@@ -160,7 +170,11 @@ class ApiLane(Lane):
         self.settings = settings or ApiLaneSettings()
         self._clock = clock
         self._jitter = jitter or random.uniform
-        self._replicas = [_Replica(r, self.settings, clock) for r in replicas]
+        self._replicas = [_Replica(r, self.settings, clock, pool) for r in replicas]
+        for replica in self._replicas:
+            if replica.shared.lanes:
+                replica.controller.widen_start()
+            replica.shared.lanes.append(self)
         self._ready: list[_Item] = []  # heap by (priority, order)
         self._delayed: list[tuple[float, int, _Item]] = []  # heap by not_before
         self._order = itertools.count()
@@ -188,7 +202,7 @@ class ApiLane(Lane):
                 "endpoint": r.endpoint.name,
                 "limit": r.controller.limit,
                 "peak_limit": r.peak_limit,
-                "in_flight": r.in_flight,
+                "in_flight": r.mine,
                 "peak_in_flight": r.peak_in_flight,
                 "attempts": r.attempts,
                 "completed": r.completed,
@@ -196,12 +210,14 @@ class ApiLane(Lane):
                 "taken_out": r.taken_out,
                 "limit_decreases": r.controller.decreases,
                 "failures": dict(r.controller.failures),
+                "paced": r.controller.snapshot()["pace_s"] is not None,  # by Retry-After 429s
+                **({"shared_by_lanes": len(r.shared.lanes)} if len(r.shared.lanes) > 1 else {}),
             }
             for r in self._replicas
         ]
         return {
             "queued": len(self._ready) + len(self._delayed),
-            "in_flight": sum(r.in_flight for r in self._replicas),
+            "in_flight": sum(r.mine for r in self._replicas),
             "limit": sum(r.controller.limit for r in self._replicas),
             "concurrency": self.settings.describe(),
             "retried_attempts": self._retried_attempts,
@@ -266,8 +282,10 @@ class ApiLane(Lane):
             replica.client = replica.endpoint.open_client()  # inside the running loop
         item.attempts += 1
         replica.attempts += 1
-        replica.in_flight += 1
-        replica.peak_in_flight = max(replica.peak_in_flight, replica.in_flight)
+        shared = replica.shared
+        shared.in_flight += 1
+        replica.mine += 1
+        shared.peak_in_flight = max(shared.peak_in_flight, shared.in_flight)
         replica.controller.on_start()
         task = asyncio.create_task(self._attempt(replica, item))
         self._tasks.add(task)
@@ -280,15 +298,20 @@ class ApiLane(Lane):
         except Exception as exc:  # an endpoint bug must not hang its waiters
             outcome = AttemptOutcome(RETRY, failure="connection", error=f"unexpected error: {exc!r}")
         finally:
-            replica.in_flight -= 1
+            replica.shared.in_flight -= 1
+            replica.mine -= 1
         now = self._clock()
         try:
             self._settle(replica, item, outcome, now - started, now)
         finally:
-            replica.peak_limit = max(replica.peak_limit, replica.controller.limit)
+            shared = replica.shared
+            shared.peak_limit = max(shared.peak_limit, replica.controller.limit)
             # Leave the set before waking the dispatcher: it stops when nothing is in flight.
             self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
             self._poke()
+            for other in shared.lanes:  # a slot freed at a shared endpoint: its other lanes may go
+                if other is not self and (other._ready or other._delayed):
+                    other._poke()
 
     def _settle(self, replica: _Replica, item: _Item, outcome: AttemptOutcome, latency: float, now: float) -> None:
         if outcome.kind == FATAL and self._fatal is None:

@@ -26,6 +26,15 @@ How the limit moves (a hill climb on measured throughput, with AIMD on failures)
   `ceiling_windows` windows; this is what keeps a rate-limited API near its limit without a
   sawtooth of failures) and honours
   `Retry-After` by pausing every start until then.
+- A 429 *with* `Retry-After` is the server metering a rate, not a sign of too many requests in
+  flight: cutting the limit for it left a rate-limited endpoint under-used (bench/README.md: 84-89%
+  of the allowed rate), because requests of very different lengths need many in flight to keep a
+  rate. Instead the starts are paced: the pause until Retry-After, then one start per
+  `1 / rate`, the rate being the starts the endpoint accepted (starts less 429s) per second over
+  the last `rate_window_s` when the 429 came, held for `pace_hold_s`, then the interval
+  shrinking by `pace_decay` per success, so the rate probes upwards until the next 429 measures
+  it again. The limit itself is
+  left to the throughput windows.
 - The limit never leaves [`min_concurrency`, `max_concurrency`]. Pinned mode (`--concurrency
   N`) fixes the limit; only `Retry-After` pauses still apply.
 """
@@ -34,6 +43,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +67,9 @@ class ControllerSettings:
     backoff: float = 0.7  # multiplicative decrease on a failure
     hold_windows: int = 3  # windows to hold the best limit after a probe that gained nothing
     ceiling_windows: int = 60  # windows before the ceiling left by a failure rises one step
+    rate_window_s: float = 2.0  # successes over this long measure an allowed rate (pacing)
+    pace_decay: float = 0.995  # per success while paced: the start interval shrinks (rate probes up)
+    pace_hold_s: float = 3.0  # after a paced 429, hold the measured rate this long before probing
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_concurrency <= self.max_concurrency:
@@ -100,6 +113,17 @@ class ConcurrencyController:
         self._ceiling: int | None = None
         self._ceiling_left = 0
         self._latency: float | None = None  # moving mean of request latency
+        # Times of recent starts and of recent 429s with Retry-After: starts minus refusals over
+        # the last `rate_window_s` is the rate the endpoint accepted (a 429 comes back at once,
+        # a success only after its latency, so successes would lag the rate).
+        self._starts: deque[float] = deque()
+        self._refusals: deque[float] = deque()
+        self._pace_s = 0.0  # seconds between two starts while paced; 0: not paced
+        self._next_start = -math.inf
+        self._pace_hold_until = -math.inf
+        self._last_pace_cut = -math.inf
+        self._started_at = self._clock()
+        self.paced_429s = 0
         self._last_decrease = -math.inf
         self.decreases = 0
         self.failures: dict[str, int] = {kind: 0 for kind in FAILURE_KINDS}
@@ -113,20 +137,35 @@ class ConcurrencyController:
 
     @property
     def pause_until(self) -> float:
-        """Clock time before which no request may start (Retry-After); -inf when none."""
-        return self._pause_until
+        """Clock time before which no request may start (Retry-After, or the pace between two
+        starts after one); -inf when none."""
+        return max(self._pause_until, self._next_start)
+
+    def widen_start(self) -> None:
+        """Another lane (model) now shares this endpoint: before anything was measured, start
+        `initial` higher, as two lanes of their own would have (a short run spends much of its
+        time ramping up: bench/README.md, 8 personas on a 64-slot server, 69% at 32 shared)."""
+        if self.pinned is None and self._slow_start and self._previous is None and not self.decreases:
+            self._set_limit(self._limit + self.settings.initial, self._clock())
 
     def can_start(self, in_flight: int) -> bool:
-        return in_flight < self._limit and self._clock() >= self._pause_until
+        return in_flight < self._limit and self._clock() >= self.pause_until
 
     def on_start(self) -> None:
         self._in_flight += 1
         self._window_peak = max(self._window_peak, self._in_flight)
+        now = self._clock()
+        self._starts.append(now)
+        self._trim(self._starts, now)
+        if self._pace_s > 0:
+            self._next_start = max(now, self._next_start) + self._pace_s
 
     def on_success(self, latency_s: float, tokens: int) -> None:
         self._in_flight = max(0, self._in_flight - 1)
         self._latency = latency_s if self._latency is None else 0.8 * self._latency + 0.2 * latency_s
         now = self._clock()
+        if self._pace_s > 0 and now >= self._pace_hold_until:
+            self._pace_s *= self.settings.pace_decay
         if self._window_start is None:
             # Warm-up: completions of requests sent before the limit changed carry tokens made
             # at the old limit. Measure from the first request sent after the change.
@@ -149,6 +188,24 @@ class ConcurrencyController:
         now = self._clock()
         if retry_after_s is not None and retry_after_s > 0:
             self._pause_until = max(self._pause_until, now + retry_after_s)
+        if kind == "rate_limited" and retry_after_s is not None:
+            # Metered, not overloaded: pace the starts at the rate the endpoint just accepted.
+            self.paced_429s += 1
+            self._refusals.append(now)
+            self._trim(self._refusals, now)
+            self._trim(self._starts, now)
+            # Requests in flight together are refused together: one signal per mean latency.
+            if now - self._last_pace_cut >= (self._latency or self.settings.window_s):
+                self._last_pace_cut = now
+                observed = min(self.settings.rate_window_s, now - self._started_at)
+                accepted = len(self._starts) - len(self._refusals)
+                if accepted > 0 and observed > 0:
+                    # A little under the measured rate (at exactly the rate every jitter is a
+                    # 429), and at least 5% slower than the pace that drew this 429: the window
+                    # still holds the starts of the probe that overshot.
+                    self._pace_s = max(1.05 * observed / accepted, self._pace_s / 0.95)
+            self._pace_hold_until = now + self.settings.pace_hold_s
+            return
         if self.pinned is not None:
             return
         # Requests in flight together fail together: one decrease per mean latency.
@@ -162,6 +219,10 @@ class ConcurrencyController:
         self._previous = None  # measured before the failure: it overstated the endpoint
         self._set_limit(math.floor(self._limit * self.settings.backoff), now)
 
+    def _trim(self, times: deque[float], now: float) -> None:
+        while times and times[0] < now - self.settings.rate_window_s:
+            times.popleft()
+
     def snapshot(self) -> dict[str, Any]:
         """State for progress lines and the run record."""
         return {
@@ -172,6 +233,7 @@ class ConcurrencyController:
             "mean_latency_s": self._latency,
             "decreases": self.decreases,
             "failures": dict(self.failures),
+            "pace_s": self._pace_s or None,
         }
 
     # -- windows -------------------------------------------------------------------------------

@@ -2,13 +2,17 @@
 
 An observer of the scheduler like the call tally (`queued`, `started`, `finished`); `Observers`
 hands each event to several. On a terminal it redraws a few lines on stderr in place (ANSI: cursor
-up, clear line), at most `1 / min_interval_s` times a second; elsewhere (a log file, CI, or
-`--no-progress`) it prints nothing. Lines show role names and model labels only, redacted like
+up, clear line), at most `1 / min_interval_s` times a second, each cut to the terminal's width (a
+wrapped line would break the redraw); a log line of the run (`log_above`) is printed above the
+block, which is then drawn again below it. Elsewhere (a log file, CI, or `--no-progress`) it
+prints nothing. Lines show role names and model labels only, redacted like
 every log line: never a URL or key.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from collections import deque
@@ -26,26 +30,23 @@ class Observers:
 
     def __init__(self, observers: Iterable[Any]):
         self.observers = [o for o in observers if o is not None]
-
-    def _each(self, name: str, *args: Any) -> None:
-        for observer in self.observers:
-            hook = getattr(observer, name, None)
-            if hook is not None:
-                hook(*args)
+        # The hooks, looked up once (the scheduler calls them several times per model call).
+        self._hooks = {name: [h for h in (getattr(o, name, None) for o in self.observers) if h is not None]
+                       for name in ("queued", "started", "finished")}
 
     def queued(self, role: str, model_label: str, stage: str) -> None:
-        self._each("queued", role, model_label, stage)
+        for hook in self._hooks["queued"]:
+            hook(role, model_label, stage)
 
     def started(self, role: str, model_label: str, stage: str) -> None:
-        self._each("started", role, model_label, stage)
+        for hook in self._hooks["started"]:
+            hook(role, model_label, stage)
 
     def finished(self, role: str, model_label: str, stage: str, completion: Completion, made: bool,
                  latency_s: float | None = None, **extra: Any) -> None:
         # `extra`: what the scheduler adds (empty=...), passed on as given.
-        for observer in self.observers:
-            hook = getattr(observer, "finished", None)
-            if hook is not None:
-                hook(role, model_label, stage, completion, made=made, latency_s=latency_s, **extra)
+        for hook in self._hooks["finished"]:
+            hook(role, model_label, stage, completion, made=made, latency_s=latency_s, **extra)
 
 
 @dataclass
@@ -85,6 +86,7 @@ class ProgressDisplay:
         clock: Callable[[], float] = time.monotonic,
         min_interval_s: float = 0.25,
         window_s: float = 30.0,
+        width: int | None = None,  # columns; None: the terminal's
     ):
         self.stream = stream if stream is not None else sys.stderr
         isatty = getattr(self.stream, "isatty", None)
@@ -95,6 +97,36 @@ class ProgressDisplay:
         self._roles: dict[tuple[str, str], _Role] = {}
         self._drawn = 0  # lines on screen from the last refresh
         self._last_refresh: float | None = None
+        self._width = width
+
+    def log_above(self, log: Callable[[str], None]) -> Callable[[str], None]:
+        """`log`, printing above the progress block: the block is erased, the message printed,
+        and the block drawn again under it (otherwise the next redraw, moving the cursor up over
+        the message, would leave a stale block and overwrite the message)."""
+        if not self.enabled:
+            return log
+
+        def above(message: str) -> None:
+            if self._drawn:
+                self.stream.write(f"\x1b[{self._drawn}F\x1b[J")  # to the block's first line, clear below
+                self.stream.flush()
+                self._drawn = 0
+            log(message)
+            if self._roles:
+                self.refresh(force=True)
+
+        return above
+
+    def _columns(self) -> int:
+        if self._width is not None:
+            return self._width
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            columns = 0
+        # A pseudo-terminal nobody sized (pty.spawn, some CI runners) says 0 columns: $COLUMNS,
+        # else 80.
+        return columns or shutil.get_terminal_size().columns
 
     def _role(self, role: str, model_label: str) -> _Role:
         return self._roles.setdefault((role_name(role), model_label), _Role())
@@ -166,7 +198,9 @@ class ProgressDisplay:
         if not force and self._last_refresh is not None and now - self._last_refresh < self.min_interval_s:
             return
         self._last_refresh = now
-        lines = self.lines()
+        # One column short of the width: a line filling the last column wraps on some terminals.
+        columns = max(20, self._columns() - 1)
+        lines = [line[:columns] for line in self.lines()]
         # Back to the first line drawn last time, then each line cleared and rewritten.
         text = f"\x1b[{self._drawn}F" if self._drawn else ""
         text += "".join(f"\x1b[2K{line}\n" for line in lines)

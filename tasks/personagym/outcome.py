@@ -22,7 +22,8 @@ from rolebench_eval.judges.rubric_judge import (
     reference_batch_score,
 )
 from rolebench_eval.requests import ChatRequest, Completion
-from rolebench_eval.task_api import JudgeSpec, ModelCall, Sample
+from rolebench_eval.running.call_refs import SAMPLES_SCHEMA, CallRef, Marked, marks_of
+from rolebench_eval.task_api import MODEL_ROLE, JudgeSpec, ModelCall, Sample
 
 from . import aggregation
 
@@ -75,16 +76,26 @@ def deliver_examples(
                 examples[index] = processed[position] if position < len(processed) else ""
             else:
                 examples[index] = processed
-            info[index] = {
+            info[index] = Marked({
                 "prompt": call.request.messages_json(),
                 "reply": reply.text,
                 "error": reply.error,
                 "unusable_reason": problem,
                 "processed": processed,
                 "delivered": examples[index],
-            }
+            })
             if reference:
                 info[index]["substituted_error_text"] = substituted
+            # The prompt, the reply and (when made from the reply) the processed block are the
+            # batch's call's texts: samples.jsonl refers to the call (call_refs.py); `delivered`
+            # is the question's own segment and stays in its record.
+            marks = {
+                ("prompt",): CallRef(call.model, call.request, reply, "prompt"),
+                ("reply",): CallRef(call.model, call.request, reply, "reply"),
+            }
+            if processed is not None and not substituted:
+                marks[("processed",)] = CallRef(call.model, call.request, reply, "reply", "personagym_examples")
+            info[index].call_refs = marks
     return examples, info
 
 
@@ -94,22 +105,26 @@ def collect_judgments(
     judges: Sequence[JudgeSpec],
     replies: Sequence[Completion],
     reference: bool,
+    sent: Sequence[ChatRequest] | None = None,
 ) -> tuple[dict[int, list[dict[str, Any]]], list[dict[str, Any]]]:
     """Per sample its judges' verdicts (label-matched segments), and per batch the reference
-    arithmetic's score of each judge (positional segments, failures as `Error`)."""
+    arithmetic's score of each judge (positional segments, failures as `Error`). With the request
+    `sent` for each reply, each verdict's reply is marked as its call's text (call_refs.py)."""
     judgments: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(samples))}
     reference_batches = []
     reply_iter = iter(replies)
+    sent_iter = iter(sent or ())
     for batch_number, batch in enumerate(graded):
         reference_scores = {}
         for judge in judges:
             reply = next(reply_iter)
+            request = next(sent_iter, None)
             parsed = parse_grading_reply(reply.text or "", len(batch)) if reply.ok else None
             reference_scores[judge.label] = reference_batch_score(
                 reply.text if reply.ok else REFERENCE_ERROR_TEXT
             )
             for position, index in enumerate(batch):
-                judgment = {
+                judgment = Marked({
                     "judge": judge.label,
                     "batch": batch_number,
                     "batch_position": position,
@@ -125,10 +140,12 @@ def collect_judgments(
                         "prompt_tokens": reply.usage.prompt_tokens,
                         "completion_tokens": reply.usage.completion_tokens,
                     },
-                }
+                })
                 if reference:
                     judgment["reference_batch_score"] = reference_scores[judge.label]
                     judgment["substituted_error_text"] = not reply.ok
+                if request is not None:
+                    judgment.call_refs = {("reply",): CallRef(judge.role, request, reply, "reply")}
                 judgments[index].append(judgment)
         first = samples[batch[0]]
         reference_batches.append(
@@ -146,11 +163,23 @@ def build_records(
     grading_prompts: dict[int, list[dict[str, str]]],
     generation_request: Callable[[Sample], ChatRequest],
     reference: bool,
+    grading_calls: dict[int, CallRef] | None = None,
 ) -> list[dict[str, Any]]:
+    """One record per sample. Texts of calls are marked (`Marked.call_refs`, call_refs.py) so that
+    samples.jsonl refers to the calls files for them: the prompt, the score examples' prompt,
+    reply and processed block, the judge prompt (`grading_calls`: the call of one judge of the
+    question's batch) and each judge's reply."""
     records = []
     for index, sample in enumerate(samples):
         answer = answers[index]
         examples = example_info.get(index)
+        request = generation_request(sample)
+        marks: dict[tuple[str | int, ...], CallRef] = {("prompt",): CallRef(MODEL_ROLE, request, answer, "prompt")}
+        marks.update({("score_examples", *path): ref for path, ref in marks_of(examples).items()})
+        for position, judgment in enumerate(judgments[index]):
+            marks.update({("judgments", position, *path): ref for path, ref in marks_of(judgment).items()})
+        if grading_calls is not None and index in grading_calls:
+            marks[("judge_prompt",)] = grading_calls[index]
         score, reason = aggregation.question_score(judgments[index])
         substitutions = []
         # A question whose answer or examples failed never carries a score, even where the
@@ -170,13 +199,13 @@ def build_records(
                 substitutions.append(SUBSTITUTED_EXAMPLES)
         if reference and any(j.get("substituted_error_text") for j in judgments[index]):
             substitutions.append(SUBSTITUTED_JUDGE)
-        record = {
-            "schema": 1,
+        record = Marked({
+            "schema": SAMPLES_SCHEMA,
             "task": task_name,
             "sample_id": sample.sample_id,
             "unit": sample.unit,
             **{k: v for k, v in sample.fields.items() if k != "persona"},
-            "prompt": generation_request(sample).messages_json(),
+            "prompt": request.messages_json(),
             "answer": answer.text,
             "answer_error": answer.error,
             "empty_answer": is_empty_answer(answer),
@@ -191,7 +220,7 @@ def build_records(
             "judgments": judgments[index],
             "score": score,
             "unscored_reason": None if score is not None else reason,
-        }
+        }, call_refs=marks)
         if reference:
             record["reference_substitutions"] = substitutions
         records.append(record)

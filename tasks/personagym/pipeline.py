@@ -16,7 +16,7 @@ examples request always carries the batch's questions, whichever answers succeed
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from rolebench_eval.errors import UsageError
@@ -27,6 +27,7 @@ from rolebench_eval.judges.rubric_judge import (
     score_examples_request,
 )
 from rolebench_eval.requests import ChatRequest, Completion
+from rolebench_eval.running.call_refs import NOT_SENT_PREFIX, CallRef, forget_encoding
 from rolebench_eval.task_api import (
     MODEL_ROLE,
     Evaluation,
@@ -38,6 +39,7 @@ from rolebench_eval.task_api import (
 )
 
 from . import outcome
+from .protocols import examples_regex, grading_regex
 
 if TYPE_CHECKING:  # the task imports this module
     from .task import PersonaGymTask
@@ -53,6 +55,11 @@ class BatchResult:
     graded: list[int]  # the questions the judges graded (empty: no grading call)
     grading_request: ChatRequest | None
     grading_replies: list[Completion]  # one per judge, in judge order
+    # The request each judge was sent (the same, unless a judge's output is guided): their calls'
+    # keys, which samples.jsonl refers to.
+    grading_sent: list[ChatRequest] = field(default_factory=list)
+    # The model under test's request for each question (its prompt in the record, and its call's key).
+    generation_sent: list[ChatRequest] = field(default_factory=list)
 
 
 def check_judges(task: PersonaGymTask) -> None:
@@ -83,23 +90,31 @@ def batch_job(task: PersonaGymTask, samples: Sequence[Sample], questions: list[i
     # Built from the batch's questions only: the examples never depend on the answers.
     groups = [[i] for i in questions] if protocol.examples_one_at_a_time else [list(questions)]
     check = examples_check(task)
+    guided = task.settings.guided_roles  # --judge-output guided: replies follow the format's regex
     example_calls = [
         ModelCall(
             "examples",
             "score_examples",
-            score_examples_request(
-                task.prompts,
-                first.unit,
-                [samples[i].fields["question"] for i in group],
-                rubric,
-                params,
-                one_at_a_time=protocol.examples_one_at_a_time,
+            _guide(
+                score_examples_request(
+                    task.prompts,
+                    first.unit,
+                    [samples[i].fields["question"] for i in group],
+                    rubric,
+                    params,
+                    one_at_a_time=protocol.examples_one_at_a_time,
+                ),
+                examples_regex(len(group), params.max_tokens, one_at_a_time=protocol.examples_one_at_a_time)
+                if "examples" in guided
+                else None,
             ),
             check=check,
         )
         for group in groups
     ]
     replies = yield generation + example_calls
+    for call in generation:  # kept for the records: only their keys are needed now
+        forget_encoding(call.request)
     answers = list(replies[: len(questions)])
     examples, info = outcome.deliver_examples(
         groups,
@@ -117,7 +132,7 @@ def batch_job(task: PersonaGymTask, samples: Sequence[Sample], questions: list[i
         if (reference or answer.ok) and examples.get(i) is not None
     ]
     if not graded:
-        return BatchResult(list(questions), answers, info, [], None, [])
+        return BatchResult(list(questions), answers, info, [], None, [], [], [c.request for c in generation])
     by_index = dict(zip(questions, answers))
     request = grading_request(
         task.prompts,
@@ -133,11 +148,25 @@ def batch_job(task: PersonaGymTask, samples: Sequence[Sample], questions: list[i
         ],
         params,
     )
-    grading_replies = yield [
-        ModelCall(j.role, "rubric_grading", request, check=None if j.smoke else grading_reply_problem)
+    guided_request = _guide(request, grading_regex(len(graded), params.max_tokens))
+    grading_calls = [
+        ModelCall(
+            j.role,
+            "rubric_grading",
+            guided_request if j.role in guided else request,
+            check=None if j.smoke else grading_reply_problem,
+        )
         for j in judges
     ]
-    return BatchResult(list(questions), answers, info, graded, request, list(grading_replies))
+    grading_replies = yield grading_calls
+    for call in grading_calls:
+        forget_encoding(call.request)
+    return BatchResult(list(questions), answers, info, graded, request, list(grading_replies),
+                       [c.request for c in grading_calls], [c.request for c in generation])
+
+
+def _guide(request: ChatRequest, regex: str | None) -> ChatRequest:
+    return request if regex is None else replace(request, guided_regex=regex)
 
 
 def finish_outcome(
@@ -149,7 +178,11 @@ def finish_outcome(
     graded: list[list[int]] = []
     grading_requests: list[ChatRequest] = []
     grading_replies: list[Completion] = []
+    grading_sent: list[ChatRequest] = []
+    sent_prompts: dict[str, ChatRequest] = {}  # sample id -> the generation request its job sent
     for result in results:
+        for index, sent_request in zip(result.questions, result.generation_sent):
+            sent_prompts[samples[index].sample_id] = sent_request
         for index, answer in zip(result.questions, result.answers):
             answers[index] = answer
         example_info.update(result.example_info)
@@ -158,6 +191,7 @@ def finish_outcome(
             graded.append(result.graded)
             grading_requests.append(result.grading_request)
             grading_replies += result.grading_replies
+            grading_sent += result.grading_sent or [result.grading_request] * len(result.grading_replies)
     missing = [samples[i].sample_id for i, a in enumerate(answers) if a is None]
     if missing:
         # A driver bug, not bad input: the results must cover every sample of `jobs(samples)`.
@@ -166,13 +200,20 @@ def finish_outcome(
     reference = task.reference_zero
     judges = task.settings.judges
     judgments, reference_batches = outcome.collect_judgments(
-        samples, graded, judges, grading_replies, reference
+        samples, graded, judges, grading_replies, reference, grading_sent
     )
-    grading_prompts = {
-        index: request.messages_json()
-        for batch, request in zip(graded, grading_requests)
-        for index in batch
-    }
+    grading_prompts = {}
+    grading_calls = {}
+    for number, (batch, request) in enumerate(zip(graded, grading_requests)):
+        prompt = request.messages_json()
+        # The judge prompt is the same request to every judge: the record refers to the call of
+        # the first judge that has one stored (a budget may have refused a call: no line).
+        replies = grading_replies[number * len(judges) : (number + 1) * len(judges)]
+        sent = next((k for k, r in enumerate(replies) if not (r.error or "").startswith(NOT_SENT_PREFIX)), 0)
+        call = CallRef(judges[sent].role, grading_sent[number * len(judges) + sent], replies[sent], "prompt")
+        for index in batch:
+            grading_prompts[index] = prompt
+            grading_calls[index] = call
     records = outcome.build_records(
         task.name,
         samples,
@@ -180,8 +221,10 @@ def finish_outcome(
         judgments,
         example_info,
         grading_prompts,
-        task.generation_request,
+        # The request objects the jobs sent: their keys are computed already (requests.py).
+        lambda sample: sent_prompts.get(sample.sample_id) or task.generation_request(sample),
         reference,
+        grading_calls,
     )
     results_section = outcome.task_results(
         records,

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rolebench_eval.errors import DataError, unknown
+from rolebench_eval.errors import DataError, UsageError, unknown
+from rolebench_eval.questions.question_sets import QuestionSet, load_set
 from rolebench_eval.judges.rubric_judge import RubricPrompts
 from rolebench_eval.requests import ChatRequest, Completion, GenerationParams, Message
 from rolebench_eval.task_api import Evaluation, Job, RunSettings, Sample, Task, TaskOutcome
@@ -19,6 +20,10 @@ from .protocols import PROTOCOLS, Protocol
 from .roleplay import TEMPLATES
 
 DATA = Path(__file__).parent / "data"
+# The question-generation prompts (`rbe questions generate`) shape a custom set, not a run: their
+# hashes are in the set's manifest, whose hash the run records (data.question_set).
+GENERATION_PROMPTS = "question_generation"
+QUESTIONS_OPTION = "questions"
 # Data files name the second task "Toxicity"; the papers call it Toxicity Control (TC).
 CATEGORIES = {
     "Expected Action": "EA",
@@ -47,6 +52,12 @@ def _read(path: Path) -> str:
         raise DataError(f"cannot read PersonaGym data file {path}: {exc}") from exc
 
 
+def _judge_output_entry(settings: RunSettings) -> dict[str, Any]:
+    roles = [j.role for j in settings.judges] + ["examples"]
+    entry = {role: "guided" for role in roles if role in settings.guided_roles}
+    return {"judge_output": entry} if entry else {}
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -56,6 +67,17 @@ class PersonaGymTask(Task):
         super().__init__(spec.name, spec.version, settings)
         self.light = spec.config["questions"].endswith("personagym-light")
         self.questions_dir = DATA / "questions" / spec.config["questions"]
+        # --task-option questions=DIR: a generated question set instead of the benchmark's.
+        self.question_set: QuestionSet | None = None
+        folder = settings.options.get(QUESTIONS_OPTION)
+        if folder is not None:
+            self.question_set = load_set(Path(folder), f"--task-option {QUESTIONS_OPTION}=")
+            if self.light and self.question_set.most_per_task > 1:
+                raise UsageError(
+                    f"--task-option {QUESTIONS_OPTION}={folder}: {self.name} evaluates one question per task, the "
+                    f"set has up to {self.question_set.most_per_task}; derive its Light set with "
+                    f"`rbe questions light {folder}` or run --tasks personagym"
+                )
         protocol_name = settings.protocol or spec.config["default_protocol"]
         if protocol_name not in PROTOCOLS:
             raise unknown("protocol", protocol_name, PROTOCOLS)
@@ -77,6 +99,12 @@ class PersonaGymTask(Task):
         )
         self.rubrics = {c: _read(DATA / "rubrics" / f"{c}.txt") for c in CATEGORIES}
         self.warnings: list[str] = []
+        if self.question_set is not None and self.question_set.modified:
+            self.warnings.append(
+                f"question set {self.question_set.path} was changed after it was written (its files hash to "
+                f"{self.question_set.sha256[:12]}, its manifest recorded "
+                f"{str(self.question_set.manifest.get('questions_sha256'))[:12]}): the run records the files' hash"
+            )
         n_judges = len(settings.judges)
         if n_judges and n_judges != self.protocol.expected_judges:
             self.warnings.append(
@@ -93,6 +121,9 @@ class PersonaGymTask(Task):
     # -- generation ----------------------------------------------------------------------------
 
     def personas(self) -> list[str]:
+        if self.question_set is not None:
+            texts = [p.persona for p in self.question_set.personas]
+            return texts[: self.settings.limit] if self.settings.limit is not None else texts
         try:
             personas = json.loads(_read(DATA / "extracted/personas.json"))
         except json.JSONDecodeError as exc:
@@ -100,7 +131,24 @@ class PersonaGymTask(Task):
         limit = self.settings.limit
         return personas[:limit] if limit is not None else personas
 
+    def _custom_samples(self, qset: QuestionSet) -> list[Sample]:
+        limit = self.settings.limit
+        samples = []
+        for index, persona in enumerate(qset.personas[:limit] if limit is not None else qset.personas):
+            for category, metric in CATEGORIES.items():
+                for number, question in enumerate(persona.questions.get(category) or []):
+                    samples.append(Sample(
+                        sample_id=f"p{index:03d}-{metric}-q{number}",
+                        unit=persona.persona,
+                        fields={"persona": persona.persona, "persona_index": index, "persona_id": persona.id,
+                                "category": category, "metric": metric, "question_index": number,
+                                "question": question},
+                    ))
+        return samples
+
     def samples(self) -> list[Sample]:
+        if self.question_set is not None:
+            return self._custom_samples(self.question_set)
         samples = []
         for index, persona in enumerate(self.personas()):
             path = self.questions_dir / f"{persona}.json"
@@ -191,25 +239,42 @@ class PersonaGymTask(Task):
     def metric_kinds(self) -> dict[str, str]:
         return {m: "likert" for m in (*CATEGORIES.values(), "PersonaScore")}
 
-    def manifest(self) -> dict[str, Any]:
+    def _data_manifest(self) -> dict[str, Any]:
+        if self.question_set is not None:
+            qset = self.question_set
+            return {
+                # Not a benchmark folder name: `rbe table` refuses it (published tables are the
+                # benchmark's questions), `compare` and the leaderboard keep sets apart by hash.
+                "questions": "custom",
+                "questions_sha256": qset.sha256,
+                "personas_sha256": hashlib.sha256(
+                    json.dumps([p.persona for p in qset.personas], ensure_ascii=False).encode("utf-8")
+                ).hexdigest(),
+                "question_set": qset.identity(),
+                "n_personas": len(self.personas()),
+                "limit": self.settings.limit,
+            }
         question_files = sorted(self.questions_dir.glob("*.json"))
         questions_hash = hashlib.sha256()
         for path in question_files:
             questions_hash.update(path.name.encode())
             questions_hash.update(path.read_bytes())
-        prompt_files = sorted((DATA / "prompts").rglob("*.txt")) + sorted(
-            (DATA / "rubrics").glob("*.txt")
-        )
+        return {
+            "questions": self.questions_dir.name,
+            "questions_sha256": questions_hash.hexdigest(),
+            "personas_sha256": _sha256((DATA / "extracted/personas.json").read_bytes()),
+            "n_personas": len(self.personas()),
+            "limit": self.settings.limit,
+        }
+
+    def manifest(self) -> dict[str, Any]:
+        prompt_files = sorted(
+            p for p in (DATA / "prompts").rglob("*.txt") if GENERATION_PROMPTS not in p.relative_to(DATA).parts
+        ) + sorted((DATA / "rubrics").glob("*.txt"))
         return {
             "task": self.name,
             "version": self.version,
-            "data": {
-                "questions": self.questions_dir.name,
-                "questions_sha256": questions_hash.hexdigest(),
-                "personas_sha256": _sha256((DATA / "extracted/personas.json").read_bytes()),
-                "n_personas": len(self.personas()),
-                "limit": self.settings.limit,
-            },
+            "data": self._data_manifest(),
             "prompts_sha256": {
                 str(p.relative_to(DATA)): _sha256(p.read_bytes()) for p in prompt_files
             },
@@ -242,11 +307,16 @@ class PersonaGymTask(Task):
             "unscored_policy": self.settings.unscored_policy,
             # Which personas were sampled, not how they were scored: `rbe compare` shows these
             # differences without refusing (rolebench_eval/analysis/comparability.py).
-            "non_blocking": ["data.limit", "data.n_personas"],
+            # Where a question set lies, and its folder's name, say nothing about what it holds.
+            "non_blocking": ["data.limit", "data.n_personas", "data.question_set.path", "data.question_set.name",
+                             "data.question_set.recorded_sha256"],
             # Under reference-zero a failed answer or score-examples call is judged as the
             # reference code's "Error" text; under exclude it is unscored (see outcome.py).
             "failed_calls": (
                 "judged as 'Error' (reference code)" if self.reference_zero else "unscored"
             ),
+            # --judge-output guided (a deviation): the roles whose replies follow the format
+            # regexes of protocols.py; absent when none does, so free runs keep their hash.
+            **_judge_output_entry(self.settings),
         }
 

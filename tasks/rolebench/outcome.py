@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from rolebench_eval.judges import pairwise_ranking as ranking
 from rolebench_eval.requests import Completion
-from rolebench_eval.task_api import JudgeSpec, Sample, TaskOutcome
+from rolebench_eval.running.call_refs import SAMPLES_SCHEMA, CallRef, Marked
+from rolebench_eval.task_api import MODEL_ROLE, JudgeSpec, Sample, TaskOutcome
 
 from . import aggregation, item_jobs, rouge_metrics
 from .aggregation import AVG, ROUGE_METRICS, WIN_RATE, WIN_RATE_TIE_ADJUSTED
@@ -59,6 +60,7 @@ def finish(task: RoleBenchTask, samples: list[Sample], results: list[Any]) -> Ta
     skipped = {index: r.skipped for index, r in enumerate(results) if r.skipped is not None}
     records = []
     verdicts: dict[str, list[ranking.ItemVerdict]] = {j.label: [] for j in judges}
+    guide = getattr(task, "_guided", None)  # task.py: the ranking request a judge role is sent
     for index, (sample, result) in enumerate(zip(samples, results)):
         answer = result.answer
         item = items[sample.sample_id]
@@ -73,6 +75,9 @@ def finish(task: RoleBenchTask, samples: list[Sample], results: list[Any]) -> Ta
                 scores[metric] = None
         baseline, _ = task.baseline(item)
         judgments: list[dict[str, Any]] = []
+        generation = task.generation_request(sample)
+        # Texts of calls, referred to in samples.jsonl rather than copied (call_refs.py).
+        marks: dict[tuple[str | int, ...], CallRef] = {("prompt",): CallRef(MODEL_ROLE, generation, answer, "prompt")}
         item_verdicts: dict[str, dict[str, Any]] = {}
         reply_iter = iter(result.replies)
         for judge in judges:
@@ -86,6 +91,10 @@ def finish(task: RoleBenchTask, samples: list[Sample], results: list[Any]) -> Ta
                     reply = next(reply_iter)
                     single = ranking.verdict_from_completion(reply, request.model_label)
                     parsed.append(single)
+                    # The request as sent (a guided judge's carries its regex): its call's key.
+                    sent = guide(judge.role, request.request) if guide else request.request
+                    marks[("judgments", len(judgments), "prompt")] = CallRef(judge.role, sent, reply, "prompt")
+                    marks[("judgments", len(judgments), "reply")] = CallRef(judge.role, sent, reply, "reply")
                     judgments.append(
                         {
                             "judge": judge.label,
@@ -110,14 +119,14 @@ def finish(task: RoleBenchTask, samples: list[Sample], results: list[Any]) -> Ta
                 "reason": verdict.reason,
             }
         records.append(
-            {
-                "schema": 1,
+            Marked({
+                "schema": SAMPLES_SCHEMA,
                 "task": task.name,
                 "sample_id": sample.sample_id,
                 "unit": sample.unit,
                 "item_id": item.item_id,
                 **sample.fields,
-                "prompt": task.generation_request(sample).messages_json(),
+                "prompt": generation.messages_json(),
                 "answer": answer.text,
                 "answer_error": answer.error,
                 "finish_reason": answer.finish_reason,
@@ -134,7 +143,7 @@ def finish(task: RoleBenchTask, samples: list[Sample], results: list[Any]) -> Ta
                 "win_rate_skipped": result.skipped if judges else None,
                 "judgments": judgments,
                 "verdicts": item_verdicts,
-            }
+            }, call_refs=marks)
         )
     return TaskOutcome(records, _results(task, records, verdicts, skipped), _all_warnings(task, records, skipped))
 

@@ -94,3 +94,29 @@ def build_role_messages(
             f"policy {missing_description!r} (template {template!r})"
         )
     return (Message("system", system), Message("user", question)), warning
+
+
+# -- guided judge output (--judge-output guided) ----------------------------------------------
+# RoleLLM's ranking list as the judge prompt's format line asks for it
+# (`[{"model": <model-name>, "reason": <rank-reason>, "rank": <model-rank>}, ...]`), as a regex a
+# constrained decoder follows: both anonymous models exactly once, each with a reason (a string
+# literal without quotes or backslashes, so it always evaluates) and a rank 1 or 2. Any reply it
+# matches gives a verdict under `judges.pairwise_ranking.parse_ranking` (win, loss or tie). It is
+# written in the subset that Python `re`, llguidance and vLLM all read.
+_REASON_CHARS_PER_TOKEN = 1  # the most tokens ASCII text can take (English averages about 4)
+_RANKING_OVERHEAD_TOKENS = 40  # the list's keys, names, ranks and punctuation
+
+
+def _ranking_entry(name: str, reason_limit: int) -> str:
+    return (
+        rf'\{{"model": "{name}", "reason": "[^"\\\n\r]{{0,{reason_limit}}}", "rank": [12]\}}'
+    )
+
+
+def ranking_regex(names: tuple[str, str], max_tokens: int) -> str:
+    """The ranking reply for the two anonymous `names` (in either order), within `max_tokens`."""
+    reason_limit = max(16, (max_tokens - _RANKING_OVERHEAD_TOKENS) // 2 * _REASON_CHARS_PER_TOKEN)
+    first, second = (_ranking_entry(n, reason_limit) for n in names)
+    in_order = rf"\[{first}, {second}\]"
+    swapped = rf"\[{second}, {first}\]"
+    return rf"(?:{in_order}|{swapped})"

@@ -35,6 +35,7 @@ Pipelined: one job per item (`jobs`): the answer, then every judge's ranking cal
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -301,12 +302,20 @@ class RoleBenchTask(Task):
         calls = [
             # The embedded smoke judge's replies carry no meaning and rarely parse: retrying them
             # would triple its calls and make every rerun repeat them; they stay unscored.
-            ModelCall(judge.role, STAGE, request.request, check=None if judge.smoke else ranking.reply_check)
+            ModelCall(judge.role, STAGE, self._guided(judge.role, request.request),
+                      check=None if judge.smoke else ranking.reply_check)
             for judge in judges
             for request in plan or ()
         ]
         replies: list[Completion] = (yield calls) if calls else []
         return item_jobs.ItemResult(sample.sample_id, answer, plan, skipped, tuple(replies))
+
+    def _guided(self, role: str, request: ChatRequest) -> ChatRequest:
+        """The judge request, constrained to RoleLLM's ranking list for a guided role."""
+        if role not in self.settings.guided_roles:
+            return request
+        regex = prompts.ranking_regex(ranking.ANONYMOUS_NAMES, request.params.max_tokens)
+        return replace(request, guided_regex=regex)
 
     def _ranking_plan(
         self, item: dataset.RoleBenchItem, answer: str, baseline: str
@@ -425,6 +434,11 @@ class RoleBenchTask(Task):
                 "greedy_top_p_policy": "not applicable: top_p is not sent to the judge",
             },
             "uses_judges": bool(self.settings.judges),
+            # --judge-output guided (a deviation): judges whose replies follow prompts.ranking_regex;
+            # absent when none does, so free runs keep their configuration hash.
+            **({"judge_output": guided} if (guided := {
+                j.role: "guided" for j in self.settings.judges if j.role in self.settings.guided_roles
+            }) else {}),
             "unscored_policy": "exclude",
             "options": dict(self.options),
             # Which items were sampled and where the (hashed) files lie, not how they were scored;

@@ -1,0 +1,1 @@
+"""Custom personas for PersonaGym: persona files, question generation, versioned question sets."""
