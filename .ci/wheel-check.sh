@@ -6,9 +6,9 @@
 # default personagym-light, --limit 1) into WORK_DIR/results; the installed wheel then runs the same
 # command on the same results and must make 0 model calls. That shows the wheel ships every file a
 # run reads and sends exactly the requests the checkout sends (same data, prompts, templates and
-# settings), or its calls would not be in the store. (Its run directory may differ: the embedded
-# model's file path, inside each venv, is recorded in the configuration; calls are found by request
-# and model identity, a hash of the file, across the run directories of the results folder.)
+# settings), or its calls would not be in the store; and both record the same configuration, so
+# the wheel's run finds the checkout's run directory (the embedded model is recorded by name and
+# the file's hash, not by its path inside each venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
@@ -51,6 +51,11 @@ status=0
 status=0
 "$work/venv/bin/rbe" "${quickstart[@]}" > "$work/cached.txt" 2>&1 || status=$?
 [ "$status" -eq 0 ] || [ "$status" -eq 3 ] || { cat "$work/cached.txt"; exit 1; }
+if [ "$(ls "$work/results/runs" | wc -l)" -ne 1 ]; then
+    ls "$work/results/runs"
+    echo "CI: the installed wheel recorded another configuration than the checkout (two run directories)" >&2
+    exit 1
+fi
 if ! grep -q "model calls made: 0;" "$work/cached.txt"; then
     cat "$work/cached.txt"
     echo "CI: the installed wheel made model calls on a run whose calls were all stored" >&2

@@ -28,7 +28,7 @@ from rolebench_eval.errors import UsageError, did_you_mean
 if TYPE_CHECKING:
     import pandas as pd
 
-    from rolebench_eval.analysis.compare_runs import LoadedRun
+    from rolebench_eval.analysis.loaded_runs import LoadedRun
 
 # RunConfig field names that differ from the flag they come from (the rest are the same words).
 _CONFIG_NAMES = {"judges": "judge", "include_paths": "include_path", "task_options": "task_option", "prices": "price"}
@@ -159,7 +159,7 @@ class Run:
         return self.path
 
     def _loaded(self) -> LoadedRun:
-        from rolebench_eval.analysis.compare_runs import LoadedRun
+        from rolebench_eval.analysis.loaded_runs import LoadedRun
 
         return LoadedRun(source=self.source or str(self.path), run_id=self.run_id, results=self.results,
                          manifest=self.manifest, is_baseline_file=self.path is None)
@@ -213,9 +213,9 @@ def load_run(path_or_id: str | Path | Run, results_dir: str | Path = "results") 
     `results_dir`, as every `rbe` command accepts."""
     if isinstance(path_or_id, Run):
         return path_or_id
-    from rolebench_eval.analysis import compare_runs
+    from rolebench_eval.analysis import loaded_runs
 
-    return _from_loaded(compare_runs.load_run(path_or_id, Path(results_dir)))
+    return _from_loaded(loaded_runs.load_run(path_or_id, Path(results_dir)))
 
 
 def load_runs(results_dir: str | Path = "results") -> pd.DataFrame:
@@ -230,14 +230,14 @@ def load_runs(results_dir: str | Path = "results") -> pd.DataFrame:
 
 
 def _pair(a: str | Path | Run, b: str | Path | Run, results_dir: str | Path) -> tuple[LoadedRun, LoadedRun]:
-    from rolebench_eval.analysis import compare_runs
+    from rolebench_eval.analysis import loaded_runs
 
     def reference(item: str | Path | Run) -> str:
         if isinstance(item, Run):
             return item.source or str(item.path)
         return str(item)
 
-    first, second = compare_runs.load_runs([reference(a), reference(b)], Path(results_dir))
+    first, second = loaded_runs.load_runs([reference(a), reference(b)], Path(results_dir))
     return first, second
 
 

@@ -38,7 +38,7 @@ def _results_dir(parser: argparse.ArgumentParser) -> None:
                         help="where run ids are looked up (default: ./results)")
 
 
-# Kept in step with rolebench_eval.analysis.paired_stats (tests check it); not imported here because pandas
+# Kept in step with rolebench_eval.analysis.paired_stats and multiple_comparisons (tests check it); not imported here because pandas
 # and scipy take over a second to import and every `rbe` command builds this parser.
 CORRECTIONS = ("holm", "bh")
 DEFAULT_SEED = 0
@@ -132,7 +132,8 @@ def _rules(texts: Sequence[str]) -> list[tuple[str, float]]:
 
 
 def _pairs(references: Sequence[str], args: argparse.Namespace, metrics: Sequence[str] | None) -> list[Any]:
-    from rolebench_eval.analysis.compare_runs import compare_pair, load_runs
+    from rolebench_eval.analysis.compare_runs import compare_pair
+    from rolebench_eval.analysis.loaded_runs import load_runs
 
     runs = load_runs(references, args.results_dir)
     rules = _rules(args.fail_if_worse)
@@ -153,7 +154,7 @@ def _gate_lines(gate: Any) -> list[str]:
 
 
 def _pair_text(pair: Any, markdown: bool) -> str:
-    from rolebench_eval.analysis import paired_stats
+    from rolebench_eval.analysis import comparison_render
 
     a, b, comparison = pair.a, pair.b, pair.comparison
     head = "### " if markdown else ""
@@ -177,7 +178,7 @@ def _pair_text(pair: Any, markdown: bool) -> str:
     if a.results.get("smoke_judge") or b.results.get("smoke_judge"):
         lines += ["", f"{bullet}note: judged by the embedded smoke-test judge; its scores carry no meaning"]
     lines.append("")
-    table = paired_stats.comparison_to_markdown(comparison) if markdown else paired_stats.comparison_to_text(comparison)
+    table = comparison_render.comparison_to_markdown(comparison) if markdown else comparison_render.comparison_to_text(comparison)
     lines.append(table.rstrip("\n"))
     if pair.skipped:
         lines += ["", "not compared:"]
@@ -188,7 +189,7 @@ def _pair_text(pair: Any, markdown: bool) -> str:
 
 
 def _pair_dict(pair: Any) -> dict[str, Any]:
-    from rolebench_eval.analysis import paired_stats
+    from rolebench_eval.analysis import comparison_render
 
     def side(run: Any) -> dict[str, Any]:
         return {"label": run.label, "run_id": run.run_id, "source": run.source, "baseline_file": run.is_baseline_file,
@@ -202,9 +203,9 @@ def _pair_dict(pair: Any) -> dict[str, Any]:
         "allow_mismatch_used": bool(pair.mismatches),
         "mismatches": list(pair.mismatches),
         "non_blocking_differences": list(getattr(pair, "shown_differences", ())),
-        "comparison": paired_stats.comparison_to_dict(pair.comparison),
+        "comparison": comparison_render.comparison_to_dict(pair.comparison),
         "not_compared": dict(pair.skipped),
-        "gate": paired_stats.gate_to_dict(pair.gate) if pair.gate is not None else None,
+        "gate": comparison_render.gate_to_dict(pair.gate) if pair.gate is not None else None,
     }
 
 
@@ -254,7 +255,7 @@ def _compare_csv(args: argparse.Namespace, metrics: Sequence[str] | None) -> int
     import pandas as pd
 
     from rolebench_eval.analysis import side_by_side
-    from rolebench_eval.analysis.compare_runs import load_runs
+    from rolebench_eval.analysis.loaded_runs import load_runs
     from rolebench_eval.errors import UsageError
 
     if args.fail_if_worse:
@@ -288,7 +289,7 @@ def _regress(args: argparse.Namespace) -> int:
 
 @_command("baseline")
 def _baseline(args: argparse.Namespace) -> int:
-    from rolebench_eval.analysis.compare_runs import default_baseline_path, export_baseline, load_run
+    from rolebench_eval.analysis.loaded_runs import default_baseline_path, export_baseline, load_run
     from rolebench_eval.errors import UsageError
 
     run = load_run(args.run, args.results_dir)
@@ -304,7 +305,7 @@ def _baseline(args: argparse.Namespace) -> int:
 
 @_command("table")
 def _table(args: argparse.Namespace) -> int:
-    from rolebench_eval.analysis.compare_runs import load_runs
+    from rolebench_eval.analysis.loaded_runs import load_runs
     from rolebench_eval.errors import UsageError
     from rolebench_eval.analysis.paper_tables import list_tables, load_table, render_table
 
@@ -334,7 +335,7 @@ def _table(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from rolebench_eval.analysis import html_report
     from rolebench_eval.running import run_dir
-    from rolebench_eval.analysis.compare_runs import load_run
+    from rolebench_eval.analysis.loaded_runs import load_run
     from rolebench_eval.errors import UsageError
 
     if args.max_samples is not None and args.max_samples < 0:
@@ -370,7 +371,7 @@ def _report(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from rolebench_eval.analysis import exports
     from rolebench_eval.analysis.frames import metrics_frame, samples_frame
-    from rolebench_eval.analysis.compare_runs import load_run
+    from rolebench_eval.analysis.loaded_runs import load_run
     from rolebench_eval.errors import UsageError
 
     exports.check_format(args.format)  # before reading anything: a missing pyarrow is named at once

@@ -197,8 +197,8 @@ def test_bad_input_exits_2(runs: dict[str, Path], capsys: pytest.CaptureFixture[
 def test_cli_defaults_match_the_statistics_module() -> None:
     # cli_analysis repeats these to avoid importing pandas/scipy when building the parser.
     from rolebench_eval import cli_analysis
-    from rolebench_eval.analysis import paired_stats
+    from rolebench_eval.analysis import multiple_comparisons, paired_stats
 
-    assert cli_analysis.CORRECTIONS == paired_stats.CORRECTIONS
+    assert cli_analysis.CORRECTIONS == multiple_comparisons.CORRECTIONS
     assert cli_analysis.DEFAULT_SEED == paired_stats.DEFAULT_SEED
     assert cli_analysis.DEFAULT_RESAMPLES == paired_stats.DEFAULT_RESAMPLES

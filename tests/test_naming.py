@@ -15,7 +15,8 @@ import run_fixtures as fx  # noqa: E402
 
 from rolebench_eval import naming  # noqa: E402
 from rolebench_eval.analysis import paper_tables as pt  # noqa: E402
-from rolebench_eval.analysis.compare_runs import load_run, metric_catalogue, resolve_metric  # noqa: E402
+from rolebench_eval.analysis.compare_runs import metric_catalogue, resolve_metric  # noqa: E402
+from rolebench_eval.analysis.loaded_runs import load_run  # noqa: E402
 from rolebench_eval.cli import main  # noqa: E402
 from rolebench_eval.errors import UsageError  # noqa: E402
 from rolebench_eval.running.runner import RunConfig, Runner  # noqa: E402

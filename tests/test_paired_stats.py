@@ -11,7 +11,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from rolebench_eval.analysis import comparison_render as render
+from rolebench_eval.analysis import multiple_comparisons as mc
 from rolebench_eval.analysis import paired_stats as ps
+from rolebench_eval.analysis import regression_gates as gates
 from rolebench_eval.errors import UsageError
 
 PERSONAS = [f"persona-{i}" for i in range(20)]
@@ -134,17 +137,17 @@ def test_head_to_head_verdicts() -> None:
 
 def test_holm_adjustment_by_hand() -> None:
     # sorted 0.01, 0.03, 0.04 -> x3, x2, x1 = 0.03, 0.06, 0.04 -> monotone: 0.03, 0.06, 0.06.
-    adjusted = ps.holm_adjust([0.01, 0.04, 0.03])
+    adjusted = mc.holm_adjust([0.01, 0.04, 0.03])
     assert adjusted.tolist() == pytest.approx([0.03, 0.06, 0.06])
-    assert ps.holm_adjust([0.5, 0.9]).tolist() == pytest.approx([1.0, 1.0])  # capped at 1
+    assert mc.holm_adjust([0.5, 0.9]).tolist() == pytest.approx([1.0, 1.0])  # capped at 1
 
 
 def test_bh_adjustment_is_scipy_and_by_hand() -> None:
     # BH: p_(i) * m / i = 0.03, 0.045, 0.04 -> step-up minimum: 0.03, 0.04, 0.04.
-    adjusted = ps.adjust_p_values([0.01, 0.04, 0.03], "bh")
+    adjusted = mc.adjust_p_values([0.01, 0.04, 0.03], "bh")
     assert adjusted.tolist() == pytest.approx([0.03, 0.04, 0.04])
     with pytest.raises(UsageError, match="Known corrections: bh, holm"):
-        ps.adjust_p_values([0.1], "bonferroni")
+        mc.adjust_p_values([0.1], "bonferroni")
 
 
 def _three_metric_runs() -> tuple[dict[str, pd.Series], dict[str, pd.Series], dict[str, str]]:
@@ -166,7 +169,7 @@ def test_compare_corrects_across_metrics(correction: str) -> None:
     comparison = ps.compare(a, b, kinds, label_a="base", label_b="cand", correction=correction, n_resamples=999)
     assert comparison.metric_names == ("PC", "SPE", "win rate")
     raw = [m.p_value for m in comparison.metrics]
-    expected = ps.holm_adjust(raw) if correction == "holm" else stats.false_discovery_control(raw, method="bh")
+    expected = mc.holm_adjust(raw) if correction == "holm" else stats.false_discovery_control(raw, method="bh")
     assert [m.p_adjusted for m in comparison.metrics] == pytest.approx(list(expected))
     for m in comparison.metrics:
         assert m.significant == (m.p_adjusted <= comparison.alpha)
@@ -224,7 +227,7 @@ GATE_COMPARISON = ps.Comparison(
 
 
 def test_gate_fails_only_on_significant_drop_beyond_delta() -> None:
-    gate = ps.regression_gate(GATE_COMPARISON, {"PersonaScore": 0.05, "PC": 0.05, "EA": 0.05, "LH": 0.0})
+    gate = gates.regression_gate(GATE_COMPARISON, {"PersonaScore": 0.05, "PC": 0.05, "EA": 0.05, "LH": 0.0})
     decisions = {d.metric: d for d in gate.decisions}
     assert decisions["PersonaScore"].passed is False
     assert decisions["PersonaScore"].drop == pytest.approx(0.10)
@@ -233,19 +236,19 @@ def test_gate_fails_only_on_significant_drop_beyond_delta() -> None:
     assert decisions["EA"].passed is True and "within" in decisions["EA"].reason
     assert decisions["LH"].passed is True
     assert gate.passed is False
-    assert ps.regression_gate(GATE_COMPARISON, {"PC": 0.05, "EA": 0.05}).passed is True
-    assert ps.regression_gate(GATE_COMPARISON, {"PersonaScore": 0.2}).passed is True
-    assert json.loads(json.dumps(ps.gate_to_dict(gate)))["passed"] is False
+    assert gates.regression_gate(GATE_COMPARISON, {"PC": 0.05, "EA": 0.05}).passed is True
+    assert gates.regression_gate(GATE_COMPARISON, {"PersonaScore": 0.2}).passed is True
+    assert json.loads(json.dumps(render.gate_to_dict(gate)))["passed"] is False
 
 
 def test_gate_rejects_unknown_metrics_listing_known_ones_and_bad_deltas() -> None:
     with pytest.raises(UsageError, match="unknown metric.*'Persona'.*PersonaScore, PC, EA, LH"):
-        ps.regression_gate(GATE_COMPARISON, {"Persona": 0.05})
+        gates.regression_gate(GATE_COMPARISON, {"Persona": 0.05})
     # Short codes and paper names are aliases (rolebench_eval.naming), in any case.
-    gate = ps.regression_gate(GATE_COMPARISON, {"pscore": 0.05, "Expected Action": 0.05})
+    gate = gates.regression_gate(GATE_COMPARISON, {"pscore": 0.05, "Expected Action": 0.05})
     assert [d.metric for d in gate.decisions] == ["PersonaScore", "EA"]
     with pytest.raises(UsageError, match=">= 0"):
-        ps.regression_gate(GATE_COMPARISON, {"PC": -0.1})
+        gates.regression_gate(GATE_COMPARISON, {"PC": -0.1})
 
 
 def test_gate_on_a_real_comparison() -> None:
@@ -255,8 +258,8 @@ def test_gate_on_a_real_comparison() -> None:
     worse = (base - rng.choice([0.0, 1.0], 200, p=[0.6, 0.4])).clip(1, 5)
     comparison = ps.compare({"PersonaScore": base}, {"PersonaScore": worse}, {"PersonaScore": "likert"}, n_resamples=999)
     assert comparison.metric("PersonaScore").significant
-    assert ps.regression_gate(comparison, {"PersonaScore": 0.05}).passed is False
-    assert ps.regression_gate(comparison, {"PersonaScore": 1.0}).passed is True
+    assert gates.regression_gate(comparison, {"PersonaScore": 0.05}).passed is False
+    assert gates.regression_gate(comparison, {"PersonaScore": 1.0}).passed is True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,17 +269,17 @@ def test_gate_on_a_real_comparison() -> None:
 def test_renderings() -> None:
     a, b, kinds = _three_metric_runs()
     comparison = ps.compare(a, b, kinds, label_a="base", label_b="cand", n_resamples=999)
-    markdown = ps.comparison_to_markdown(comparison)
+    markdown = render.comparison_to_markdown(comparison)
     lines = markdown.splitlines()
     assert lines[0].startswith("| metric | kind | n | a: base | b: cand | diff | 95% CI | test | p | p_adj (holm) | sig |")
     assert lines[2].startswith(f"| PC | likert | 20 | {LIKERT_A.mean():.4f} | {LIKERT_B.mean():.4f} |")
     assert "| win rate | verdict | 60 |" in markdown
     assert "holm correction" in markdown
 
-    text = ps.comparison_to_text(comparison)
+    text = render.comparison_to_text(comparison)
     assert "ttest_rel" in text and "sign test" in text and "|" not in text.splitlines()[0]
 
-    as_dict = json.loads(json.dumps(ps.comparison_to_dict(comparison), allow_nan=False))
+    as_dict = json.loads(json.dumps(render.comparison_to_dict(comparison), allow_nan=False))
     assert as_dict["schema_version"] == ps.SCHEMA_VERSION
     assert as_dict["metrics"][0]["test"] == "wilcoxon(zero_method=pratt, method=auto)"
     assert as_dict["metrics"][1]["ci95"] == list(comparison.metric("SPE").ci95)
@@ -285,7 +288,7 @@ def test_renderings() -> None:
 def test_dict_is_strict_json_with_infinite_statistic() -> None:
     a = pd.Series([0.1, 0.2, 0.3])
     comparison = ps.compare({"CUS": a}, {"CUS": a + 0.1}, {"CUS": "continuous"}, n_resamples=99)
-    text = json.dumps(ps.comparison_to_dict(comparison), allow_nan=False)
+    text = json.dumps(render.comparison_to_dict(comparison), allow_nan=False)
     assert '"statistic": "inf"' in text
 
 

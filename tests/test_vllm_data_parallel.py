@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from rolebench_eval.backends.vllm_backend import data_parallel_envs
+from rolebench_eval.backends.vllm_data_parallel import data_parallel_envs
 from rolebench_eval.errors import BackendError
 from rolebench_eval.requests import ChatRequest, Completion, GenerationParams, Message
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from rolebench_eval.analysis import comparability
-from rolebench_eval.analysis.compare_runs import LoadedRun, task_settings
+from rolebench_eval.analysis.compare_runs import task_settings
+from rolebench_eval.analysis.loaded_runs import LoadedRun
 from rolebench_eval.errors import UsageError
 
 

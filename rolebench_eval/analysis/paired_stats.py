@@ -11,13 +11,15 @@ Conventions:
 - NaN means "unscored" and is dropped before pairing, so it counts as missing on that side.
 - Every choice that can change a number (test, zero handling, bootstrap method, resamples, seed,
   correction) is recorded in the result, so a reported p-value can be reproduced.
+
+The p-value corrections live in `multiple_comparisons`, the regression gate in `regression_gates`,
+JSON / markdown / text output in `comparison_render`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,12 +29,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from rolebench_eval.analysis.multiple_comparisons import CORRECTIONS, adjust_p_values
 from rolebench_eval.errors import UsageError, unknown
 
 SCHEMA_VERSION = 1
 
 METRIC_KINDS: tuple[str, ...] = ("likert", "continuous", "verdict")
-CORRECTIONS: tuple[str, ...] = ("holm", "bh")
 
 CONFIDENCE_LEVEL = 0.95
 DEFAULT_SEED = 0
@@ -108,31 +110,6 @@ class Comparison:
     @property
     def metric_names(self) -> tuple[str, ...]:
         return tuple(item.metric for item in self.metrics)
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """One rule of a regression gate: may `metric` drop by up to `max_drop` (metric units)?"""
-
-    metric: str
-    max_drop: float
-    drop: float  # mean_a - mean_b: positive when the candidate is lower (higher is better)
-    significant: bool
-    passed: bool
-    reason: str
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """All rules of a regression gate; it passes only when every rule passes."""
-
-    label_a: str
-    label_b: str
-    decisions: tuple[GateDecision, ...]
-
-    @property
-    def passed(self) -> bool:
-        return all(decision.passed for decision in self.decisions)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -354,37 +331,7 @@ def compare_head_to_head(
 
 
 # --------------------------------------------------------------------------------------------------
-# Multiple comparisons
-
-
-def holm_adjust(p_values: np.ndarray | list[float]) -> np.ndarray:
-    """Holm step-down adjusted p-values (same order as given).
-
-    scipy (checked with 1.17) offers only BH/BY in `false_discovery_control` and statsmodels is not
-    a dependency, so Holm is written here: sort ascending, multiply the i-th smallest (0-based) by
-    m - i, make the sequence non-decreasing (a larger p can never get a smaller adjusted p), cap at 1.
-    """
-    p = np.asarray(p_values, dtype=float)
-    if p.size == 0:
-        return p.copy()
-    order = np.argsort(p, kind="stable")
-    scaled = (p.size - np.arange(p.size)) * p[order]
-    adjusted_sorted = np.minimum(np.maximum.accumulate(scaled), 1.0)
-    adjusted = np.empty_like(adjusted_sorted)
-    adjusted[order] = adjusted_sorted
-    return adjusted
-
-
-def adjust_p_values(p_values: np.ndarray | list[float], correction: str) -> np.ndarray:
-    """Adjusted p-values by correction name: 'holm' (family-wise error) or 'bh' (false discovery rate)."""
-    if correction not in CORRECTIONS:
-        raise unknown("correction", correction, CORRECTIONS)
-    p = np.asarray(p_values, dtype=float)
-    if p.size == 0:
-        return p.copy()
-    if correction == "holm":
-        return holm_adjust(p)
-    return np.asarray(stats.false_discovery_control(p, method="bh"), dtype=float)
+# Multiple comparisons (the corrections themselves: multiple_comparisons)
 
 
 def _check_alpha(alpha: float) -> None:
@@ -431,135 +378,3 @@ def compare(
         for item, p in zip(raw, adjusted)
     )
     return Comparison(label_a=label_a, label_b=label_b, alpha=alpha, correction=correction, metrics=metrics)
-
-
-# --------------------------------------------------------------------------------------------------
-# Regression gate
-
-
-def regression_gate(comparison: Comparison, rules: Mapping[str, float]) -> GateResult:
-    """Decide each rule `{metric: max_drop}` (metric units, higher is better) against a comparison.
-
-    A rule fails only when the candidate's drop exceeds `max_drop` AND the difference is significant
-    after correction: a large but noisy drop does not block, a small significant one does not either.
-    """
-    from rolebench_eval import naming
-
-    # A rule may name a metric by its key, task/key or an alias (PScore-L for PersonaScore):
-    # resolved against the comparison's metrics, unknown or ambiguous names refused.
-    entries = naming.entries_from_names(comparison.metric_names)
-    rules = {naming.resolve_metric(name, entries): max_drop for name, max_drop in rules.items()}
-    decisions = []
-    for name, max_drop in rules.items():
-        if not isinstance(max_drop, numbers.Real) or isinstance(max_drop, bool) or not math.isfinite(max_drop) or max_drop < 0:
-            raise UsageError(f"regression rule {name!r}: the allowed drop must be a number >= 0, got {max_drop!r}.")
-        item = comparison.metric(name)
-        drop = item.mean_a - item.mean_b
-        beyond = drop > max_drop
-        if beyond and item.significant:
-            passed, reason = False, (
-                f"dropped {drop:.4g} > allowed {max_drop:g}, significant "
-                f"(p_adj={item.p_adjusted:.3g} <= {comparison.alpha:g})"
-            )
-        elif beyond:
-            passed, reason = True, (
-                f"dropped {drop:.4g} > allowed {max_drop:g} but not significant "
-                f"(p_adj={item.p_adjusted:.3g} > {comparison.alpha:g})"
-            )
-        else:
-            passed, reason = True, f"change {-drop:+.4g} within allowed drop {max_drop:g}"
-        decisions.append(
-            GateDecision(metric=name, max_drop=float(max_drop), drop=drop, significant=item.significant, passed=passed, reason=reason)
-        )
-    return GateResult(label_a=comparison.label_a, label_b=comparison.label_b, decisions=tuple(decisions))
-
-
-# --------------------------------------------------------------------------------------------------
-# Rendering
-
-
-def _json_number(value: float) -> float | str | None:
-    # JSON has no NaN/inf; None for NaN and a string for infinities keep the file strict-JSON.
-    if math.isnan(value):
-        return None
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return value
-
-
-def comparison_to_dict(comparison: Comparison) -> dict[str, Any]:
-    """A JSON-serialisable dict (strict JSON: NaN -> null, inf -> "inf")."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, float):
-            return _json_number(value)
-        if isinstance(value, (list, tuple)):
-            return [clean(item) for item in value]
-        if isinstance(value, dict):
-            return {key: clean(item) for key, item in value.items()}
-        return value
-
-    return clean(dataclasses.asdict(comparison))
-
-
-def gate_to_dict(gate: GateResult) -> dict[str, Any]:
-    """A JSON-serialisable dict of a gate result, with the overall verdict."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "label_a": gate.label_a,
-        "label_b": gate.label_b,
-        "passed": gate.passed,
-        "decisions": [dataclasses.asdict(decision) for decision in gate.decisions],
-    }
-
-
-def _rows(comparison: Comparison) -> list[dict[str, str]]:
-    def p_text(p: float) -> str:
-        return "<1e-4" if p < 1e-4 else f"{p:.4f}"
-
-    rows = []
-    for item in comparison.metrics:
-        rows.append(
-            {
-                "metric": item.metric,
-                "kind": item.kind,
-                "n": str(item.n_paired) + (f" (+{item.n_only_a}/+{item.n_only_b})" if item.n_only_a or item.n_only_b else ""),
-                f"a: {comparison.label_a}": f"{item.mean_a:.4f}",
-                f"b: {comparison.label_b}": f"{item.mean_b:.4f}",
-                "diff": f"{item.diff:+.4f}",
-                "95% CI": f"[{item.ci95[0]:+.4f}, {item.ci95[1]:+.4f}]",
-                "test": item.test.split("(")[0].split(":")[0],
-                "p": p_text(item.p_value),
-                f"p_adj ({comparison.correction})": p_text(item.p_adjusted),
-                "sig": "yes" if item.significant else "no",
-            }
-        )
-    return rows
-
-
-def _footer(comparison: Comparison) -> str:
-    first = comparison.metrics[0]
-    return (
-        "diff = b - a, paired on the units both runs scored (n; +only in a/+only in b); "
-        f"CI: bootstrap of the mean difference, {first.n_resamples} resamples, seed {first.seed}; "
-        f"significant: p_adj <= {comparison.alpha:g} after {comparison.correction} correction."
-    )
-
-
-def comparison_to_markdown(comparison: Comparison) -> str:
-    """A GitHub-flavoured markdown table, one row per metric, with a legend line below."""
-    rows = _rows(comparison)
-    header = list(rows[0])
-    escape = lambda text: text.replace("|", "\\|")  # noqa: E731 - a cell must not split the row
-    lines = [
-        "| " + " | ".join(escape(h) for h in header) + " |",
-        "| " + " | ".join("---" if h in ("metric", "kind", "test", "sig") else "---:" for h in header) + " |",
-    ]
-    lines += ["| " + " | ".join(escape(row[h]) for h in header) + " |" for row in rows]
-    return "\n".join(lines) + "\n\n" + _footer(comparison) + "\n"
-
-
-def comparison_to_text(comparison: Comparison) -> str:
-    """A plain aligned table for the terminal (pandas does the alignment)."""
-    frame = pd.DataFrame(_rows(comparison))
-    return frame.to_string(index=False) + "\n" + _footer(comparison) + "\n"

@@ -22,7 +22,8 @@ import jinja2
 import pandas as pd
 
 from rolebench_eval.analysis.frames import question_text
-from rolebench_eval.analysis.compare_runs import LoadedRun, comparability_gate, metric_catalogue, resolve_metric
+from rolebench_eval.analysis.compare_runs import comparability_gate, metric_catalogue, resolve_metric
+from rolebench_eval.analysis.loaded_runs import LoadedRun
 from rolebench_eval.analysis.paired_stats import VERDICT_SCORES
 from rolebench_eval.analysis.run_samples import iter_samples
 from rolebench_eval.errors import UsageError

@@ -8,7 +8,8 @@ from typing import Any
 
 from rolebench_eval import naming
 from rolebench_eval.analysis import comparability
-from rolebench_eval.analysis.compare_runs import LoadedRun, task_settings
+from rolebench_eval.analysis.compare_runs import task_settings
+from rolebench_eval.analysis.loaded_runs import LoadedRun
 from rolebench_eval.errors import UsageError, did_you_mean
 
 # Older results spelled the win rate key in other ways; the column looks for each (the first found).

@@ -8,11 +8,9 @@ the recorded calls.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from rolebench_eval.running.call_accounting import CallTally
 from rolebench_eval.running.call_store import CallStore
 from rolebench_eval.running import dialogue_roles, judge_output
 from rolebench_eval.embedded import SMOKE_JUDGE_WARNING
-from rolebench_eval.running.endpoint_identity import FRESH_NOTE, finished_run_by_name, identify_endpoints, name_only_config
+from rolebench_eval.running.endpoint_identity import FRESH_NOTE, finished_run_by_name, identify_endpoints
 from rolebench_eval.errors import RbeError, UsageError
 from rolebench_eval.running.fresh_calls import FreshCallStore
 from rolebench_eval.models import (
@@ -33,8 +31,8 @@ from rolebench_eval.models import (
     preflight,
     spec_identity,
 )
-from rolebench_eval.provenance import git_revision, machine, package_versions
 from rolebench_eval.running.run_lock import RunLock
+from rolebench_eval.running.run_manifest import run_identity
 from rolebench_eval.running.run_outputs import current_results, write_outputs, write_stamp
 from rolebench_eval.scheduling.endpoints import EndpointPool
 from rolebench_eval.scheduling.budget import Budget
@@ -42,7 +40,6 @@ from rolebench_eval.scheduling.lanes import BatchLane, DeviceToken, Lane, LazyLa
 from rolebench_eval.scheduling.pricing import price_table
 from rolebench_eval.scheduling.progress import Observers, ProgressDisplay
 from rolebench_eval.scheduling.scheduler import RoleBinding, Scheduler
-from rolebench_eval.secrets import redact
 from rolebench_eval.running.sibling_runs import record_reuse, sibling_calls
 from rolebench_eval.task_api import MODEL_ROLE, Job, JudgeSpec, RunSettings, Sample, Task, TaskOutcome, staged_job
 from rolebench_eval.task_registry import TaskSpec, build_task, canonical_setting, check_task_options, discover
@@ -105,11 +102,6 @@ class RunResult:
     # Why the run is incomplete (a call failed after its retries, nothing could be scored), one
     # line each; empty when complete. The CLI exits EXIT_INCOMPLETE when it is not empty.
     incomplete: list[str] = field(default_factory=list)
-
-
-def _canonical_hash(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class Runner:
@@ -270,51 +262,15 @@ class Runner:
         settings = dialogue_roles.smoke_limits(dialogue, settings, SMOKE_ANSWER_MAX_TOKENS, SMOKE_JUDGE_MAX_TOKENS, deviations)
         tasks = [build_task(spec, settings) for spec in task_specs]
         options = c.backend_options
-        model_identity = spec_identity(model, options)
-        judge_identities = {j.label: spec_identity(j, options) for j in judges}
         examples_spec = examples or (judges[0] if judges else None)
         task_manifests = {t.name: t.manifest() for t in tasks}
         judged = [s.name for s in task_specs if s.config.get("requires_judge", True)]
         judge_output.check_tasks(c.judge_output, settings.guided_roles, task_manifests, judged, deviations)
-        config_core = {
-            "model": {**model.describe(), "identity": model_identity},
-            "judges": [{**j.describe(), "identity": judge_identities[j.label]} for j in judges],
-            "examples_model": (
-                {**examples_spec.describe(), "identity": spec_identity(examples_spec, options)}
-                if examples_spec
-                else None
-            ),
-            "settings": {k: v for k, v in asdict(settings).items() if k not in ("judges", "user", "baseline", "guided_roles")},
-            **dialogue_roles.manifest_entries(dialogue, lambda spec: spec_identity(spec, options)),
-            "backend_options": {
-                "system_prompt_policy": options.system_prompt_policy,
-                "overlength_policy": options.overlength_policy,
-                "chat_template": options.chat_template,
-                "dtype": options.dtype,
-            },
-            "tasks": task_manifests,
-        }
-        config_hash = _canonical_hash(config_core)
-        name_hash = _canonical_hash(name_only_config(config_core, [model, *judges, *([examples_spec] if examples_spec else []), *dialogue.specs()], options))
-        generation_hash = _canonical_hash(
-            {"model": model_identity, "tasks": {name: m.get("data") for name, m in task_manifests.items()},
-             "settings": [settings.roleplay_template, settings.answer_max_tokens, settings.seed, settings.limit]}
-        )
+        identity = run_identity(model, judges, examples_spec, dialogue, settings, task_manifests, options,
+                                deviations, c.command)
+        config_hash, name_hash, smoke, manifest = identity.config_hash, identity.name_hash, identity.smoke, identity.manifest
+        model_identity = spec_identity(model, options)
         run_path = c.results_dir / rd.RUNS_FOLDER / rd.run_dir_name(model.label, [t.name for t in tasks], config_hash)
-        smoke = any(j.smoke for j in judges) or bool(examples_spec and examples_spec.smoke) or bool(dialogue.user and dialogue.user.smoke)
-        manifest = {
-            "schema": "rolebench-eval/manifest/v1",
-            "config_hash": config_hash,
-            "name_hash": name_hash,  # the configuration without the servers' facts (endpoint_identity)
-            "generation_hash": generation_hash,
-            **config_core,
-            "smoke_judge": smoke,
-            "deviations": deviations,
-            "packages": package_versions(),
-            "git_revision": git_revision(),
-            "machine": machine(),
-            "command": _sanitized_argv(c.command),
-        }
         if endpoint_error is not None:
             # Endpoints, keys and model names are checked before anything is written; a finished
             # run is printed from its files even when its endpoints are gone.
@@ -435,9 +391,3 @@ def model_lane(spec: ModelSpec, open_backend: Callable[[ModelSpec], Backend], de
 
         return LazyLane(spec.label, make)
     return BatchLane(spec.label, lambda: open_backend(spec), device=device)
-
-
-def _sanitized_argv(command: Sequence[str] | None = None) -> list[str]:
-    # Keys are read from the environment, never from flags; a key inside --model-args or a URL
-    # must still not reach the manifest.
-    return [redact(argument) for argument in (sys.argv if command is None else command)]

@@ -5,7 +5,7 @@ lockstep judging) and builds one record per item (its answer, ROUGE-L scores aga
 references, the judges' rankings and verdicts), then the results section: ROUGE-L CUS / RAW / SPE
 and their average, each judge's win rate against the RoleGPT baseline with its verdict counts, the
 item counts and the per-unit values. It is separate from task.py, which holds the task's data,
-prompts, calls and manifest: this module only reads the task's settings and data, makes no calls,
+prompts and calls (its manifest is manifest.py): this module only reads the task's settings and data, makes no calls,
 and is the part that changes when the records or the results' layout do.
 """
 

@@ -29,18 +29,16 @@ items (CUS; RAW on those of them that have an original answer).
 
 Pipelined: one job per item (`jobs`): the answer, then every judge's ranking calls for it at once;
 `finish` scores the jobs' `item_jobs.ItemResult`s (outcome.py builds the records and results).
-`evaluate` runs the same judging step in lockstep.
+`evaluate` runs the same judging step in lockstep. manifest.py builds the manifest section.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from rolebench_eval.backends.fingerprint import file_sha256
 from rolebench_eval.errors import unknown
 from rolebench_eval.judges import pairwise_ranking as ranking
 from rolebench_eval.requests import ChatRequest, Completion, GenerationParams
@@ -58,6 +56,7 @@ from rolebench_eval.task_registry import TaskSpec
 
 from . import dataset, item_jobs, outcome, prompts, rouge_metrics
 from .aggregation import AVG, ROUGE_METRICS
+from .manifest import build_manifest
 from .outcome import METRIC_NAMES  # noqa: F401 - re-exported: it names the results' metrics
 
 PROTOCOL = "rolellm"
@@ -353,105 +352,8 @@ class RoleBenchTask(Task):
 
     # -- manifest ------------------------------------------------------------------------------
 
-    def _files(self) -> dict[str, str | None]:
-        """Every file the split can read, relative to the root: sha256, or None when missing."""
-        layout = self.layout
-        paths = [
-            layout.test_file("role_specific"),
-            layout.baseline_file("role_specific"),
-            layout.test_file("general"),
-            layout.baseline_file("general"),
-            layout.raw_file,
-            layout.descriptions_file,
-        ]
-        return {p: (file_sha256(self.root / p) if (self.root / p).is_file() else None) for p in paths}
-
     def manifest(self) -> dict[str, Any]:
         if self._manifest is not None:
             return self._manifest
-        raw = self.raw_references()
-        selected_general = self._selected["general"]
-        self._manifest = {
-            "task": self.name,
-            "version": self.version,
-            "protocol": {"name": PROTOCOL, "description": PROTOCOL_DESCRIPTION},
-            "data": {
-                "dataset": dataset.HUB_REPO_ID,
-                "split": self.split_name,
-                "language": self.language,
-                "source": self.source,
-                # The shipped copy's location depends on the checkout: its file hashes identify it.
-                "root": None if self.source == "shipped" else str(self.root.resolve()),
-                "files_sha256": self._files(),
-                "not_computable": {
-                    m: [self.relative(f) for f in files] for m, files in self.data.not_computable().items()
-                },
-                "limit": self.settings.limit,
-                "limit_rule": "first N rows of each test file (role_specific: SPE; general: CUS, and RAW where matched)",
-                "n_items": {
-                    "SPE": len(self._selected["role_specific"]),
-                    "CUS": len(selected_general) if not self.data.metrics["CUS"].missing_files else 0,
-                    "RAW": sum(1 for i in selected_general if i.item_id in raw),
-                },
-                "baseline_match": self.options["baseline_match"],
-                "notes": list(self.data.notes),
-            },
-            "roleplay_template": {
-                "name": self.template,
-                "system": prompts.TEMPLATES[self.template],
-                "missing_description_policy": self.prompt_missing,
-                "generation": GENERATION,
-                "answer_params": self.answer_params().to_json(),
-                "default_max_tokens": DEFAULT_ANSWER_MAX_TOKENS,
-            },
-            "role_descriptions": {
-                "file": self.layout.descriptions_file,
-                "present": self.data.descriptions is not None,
-                "roles_without_description": self.roles_without_description,
-                "role_prompt_policy": self.prompt_missing,
-                "judge_prompt_policy": self.judge_missing,
-            },
-            "rouge": {
-                "package": f"rouge-score {_version('rouge-score')}",
-                "measure": "rougeL F",
-                "stemmer": False,
-                "tokenizer": self.tokenizer,
-                "jieba": _version("jieba") if self.tokenizer.startswith("jieba") else None,
-                "reference_policy": self.reference_policy,
-                "raw_and_cus": "one answer per general item, scored against both reference sets",
-            },
-            "win_rate": {
-                "uses_judges": bool(self.settings.judges),
-                "opponent": "RoleGPT answer from rolegpt_baseline.jsonl",
-                "judge_template": self.judge_template,
-                "rendering": ranking.RENDERING,
-                "comparison": "pairwise against the baseline, anonymised as model_1 / model_2",
-                "order_policy": self.order_policy,
-                "seed": self.settings.seed if self.order_policy == "random-order" else None,
-                "ties": "equal ranks, or (both-orders) disagreeing orders, count as ties",
-                "judge_reference": self.options["judge_reference"],
-                "judge_params": self.judge_params().to_json(),
-                "greedy_top_p_policy": "not applicable: top_p is not sent to the judge",
-            },
-            "uses_judges": bool(self.settings.judges),
-            # --judge-output guided (a deviation): judges whose replies follow prompts.ranking_regex;
-            # absent when none does, so free runs keep their configuration hash.
-            **({"judge_output": guided} if (guided := {
-                j.role: "guided" for j in self.settings.judges if j.role in self.settings.guided_roles
-            }) else {}),
-            "unscored_policy": "exclude",
-            "options": dict(self.options),
-            # Which items were sampled and where the (hashed) files lie, not how they were scored;
-            # RoleBench uses no score examples. `rbe compare` shows these without refusing.
-            "non_blocking": ["data.limit", "data.n_items", "data.root", "data.source", "data.notes",
-                             "run.examples_model"],
-        }
+        self._manifest = build_manifest(self)
         return self._manifest
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
