@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import io
+import sys
+from pathlib import Path
 
 from rolebench_eval.running.call_accounting import CallTally
-from rolebench_eval.requests import Completion, Usage
+from rolebench_eval.requests import Completion
 from rolebench_eval.scheduling.progress import Observers, ProgressDisplay
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def ok(tokens: int) -> Completion:
-    return Completion(text="a", usage=Usage(10, tokens))
+sys.path.insert(0, str(Path(__file__).parent))
+from progress_fakes import Clock, ok  # noqa: E402
 
 
 def test_lines_show_done_total_in_flight_rate_failures_and_eta() -> None:

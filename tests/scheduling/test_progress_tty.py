@@ -13,24 +13,16 @@ import io
 import os
 import pty
 import struct
+import sys
 import termios
+from pathlib import Path
 
 import pytest
 
-from rolebench_eval.requests import Completion, Usage
 from rolebench_eval.scheduling.progress import ProgressDisplay
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def ok(tokens: int) -> Completion:
-    return Completion(text="a", usage=Usage(10, tokens))
+sys.path.insert(0, str(Path(__file__).parent))
+from progress_fakes import Clock, ok  # noqa: E402
 
 
 @pytest.fixture
