@@ -86,10 +86,10 @@ def measure(personas: int, protocol: str, url: str | None = None, profile: str |
     scheduled: dict[str, float] = {}
     original_run = Scheduler.run
 
-    def run_and_note(self: Any, jobs: Any) -> Any:
-        # Peak RSS when every call is done, before the tasks build records and reports: what
-        # the scheduler and the jobs hold, apart from what is derived afterwards.
-        out = original_run(self, jobs)
+    def run_and_note(self: Any, jobs: Any, on_done: Any = None) -> Any:
+        # Peak RSS when every call is done, before the reports are written: what the scheduler,
+        # the jobs and the streamed records hold, apart from what is derived afterwards.
+        out = original_run(self, jobs, on_done)
         scheduled["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return out
 

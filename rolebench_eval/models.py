@@ -252,7 +252,7 @@ def resolved_base_url(base_url: str | None) -> str:
     """The endpoint a spec talks to: its own, else $OPENAI_BASE_URL, else the OpenAI API."""
     import os
 
-    from rolebench_eval.backends.openai_backend import OPENAI_API_URL
+    from rolebench_eval.backends.base import OPENAI_API_URL
 
     return (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_API_URL).rstrip("/")
 

@@ -162,7 +162,41 @@ class Task(ABC):
 
     def finish(self, samples: list[Sample], results: list[Any]) -> TaskOutcome:
         """Records and results from the jobs' return values (in the order `jobs` gave them)."""
-        raise NotImplementedError(f"task {self.name} defines jobs() but not finish()")
+        stream = self.record_stream(samples)
+        if stream is None:
+            raise NotImplementedError(f"task {self.name} defines jobs() but neither finish() nor record_stream()")
+        return finish_from_stream(stream, results)
+
+    # -- streamed records (optional) -----------------------------------------------------------
+    # A task with many samples builds its records job by job: the runner hands each job's value to
+    # the stream the moment the job ends (jobs end in any order), writes the records it returns at
+    # once (samples.jsonl lists them in job order) and keeps none of them; only what the stream
+    # keeps for its results stays in memory.
+
+    def record_stream(self, samples: list[Sample]) -> RecordStream | None:
+        """A RecordStream over the values of `jobs(samples)`, or None (then `finish` gets them all)."""
+        return None
+
+
+class RecordStream(ABC):
+    """A task's records and results, built from its jobs' values one job at a time."""
+
+    @abstractmethod
+    def add(self, index: int, value: Any) -> list[dict[str, Any]]:
+        """The records of job `index` (its position in `Task.jobs`), from its value. Jobs end in
+        any order, so what a job's records say must not depend on which jobs ended before it."""
+
+    @abstractmethod
+    def close(self) -> TaskOutcome:
+        """The task's results from what `add` kept. Its `records` are what the run's reliability
+        figures read (judge_reliability.py): the records' own fields; texts of calls may be dropped."""
+
+
+def finish_from_stream(stream: RecordStream, values: list[Any]) -> TaskOutcome:
+    """Every value through `stream`: the outcome with the full records (as `finish` returns them)."""
+    records = [record for index, value in enumerate(values) for record in stream.add(index, value)]
+    outcome = stream.close()
+    return TaskOutcome(records, outcome.results, outcome.warnings)
 
 
 def staged_job(task: Task, samples: list[Sample]) -> Job:

@@ -8,10 +8,13 @@ output and the script only filters elements (it never writes HTML).
 Page size stays bounded: at most `max_samples` samples per run are embedded (the first ones in
 samples.jsonl, their texts resolved from the calls files), a prompt shared by a batch of samples is
 embedded once, long texts are cut at MAX_TEXT_CHARS, and the page says what was left out and how
-to see it.
+to see it. Every sample of a run is on the run's sample pages (`pages/<task>-NNN.html`), which
+report.html links: see html_pages.py.
 
 This module owns the page data and the pages (run page, site page); the chart geometry is in
-html_charts.py, the embedded samples (record views, text cutting) in html_samples.py.
+html_charts.py, the embedded samples (record views, text cutting) in html_samples.py, the sample
+pages in html_pages.py. Nothing here imports pandas (its import alone cost every re-derive 0.2 to 0.5 s
+of CPU and ~90 MiB of peak RSS).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import pandas as pd
 
 from rolebench_eval.running import run_dir as rd
 from rolebench_eval.analysis.judge_reliability import summary_lines
@@ -32,6 +34,7 @@ from rolebench_eval.analysis.formatting import format_ci, format_metric
 from rolebench_eval.analysis.report import HEADER as RUN_METRIC_HEADER
 from rolebench_eval.analysis.report import cost_line, metric_rows, row_cost_cells
 from rolebench_eval.analysis.html_charts import PALETTE, PERSONAGYM_AXES, Series, bar_chart, distribution_chart, radar_chart
+from rolebench_eval.analysis.html_pages import PAGE_TEXT_CHARS, SAMPLES_PER_PAGE, SamplePages, remove_stale_pages, write_sample_pages
 from rolebench_eval.analysis.html_samples import read_samples
 
 REPORT_HTML = "report.html"
@@ -76,10 +79,10 @@ def _charts(task_key: str, task: Mapping[str, Any], entries: Sequence[tuple[Seri
         what = {"likert": "judge score, 1-5", "continuous": "mean", "verdict": "tie-adjusted win rate, percent"}.get(kind, kind)
         charts.append({"type": "bars", "chart": bar_chart(f"{task_key}: {what}, with 95% bootstrap CI", kind, metrics, series, summaries)})
         if kind != "verdict":
-            frames = [pd.DataFrame.from_dict(t.get("per_unit") or {}, orient="index") for _, t in entries]
+            tables = [t.get("per_unit") or {} for _, t in entries]
             unit = "persona" if "PersonaScore" in kinds else "unit"
             charts.append({"type": "distribution",
-                           "chart": distribution_chart(f"{task_key}: per-{unit} scores", kind, metrics, series, frames)})
+                           "chart": distribution_chart(f"{task_key}: per-{unit} scores", kind, metrics, series, tables)})
     if not charts:
         charts.append({"type": "note", "text": f"{task_key}: no metric has a scored unit yet, so there is nothing to chart."})
     return charts
@@ -120,8 +123,8 @@ def _now() -> str:
 # Pages
 
 
-def render_run_html(run_path: Path, max_samples: int = RUN_PAGE_MAX_SAMPLES) -> str:
-    """The HTML of one run's page."""
+def render_run_html(run_path: Path, max_samples: int = RUN_PAGE_MAX_SAMPLES, pages: SamplePages | None = None) -> str:
+    """The HTML of one run's page; `pages`: the sample pages to link (write_sample_pages)."""
     results = _load(run_path / rd.RESULTS)
     if results is None:
         raise FileNotFoundError(f"{run_path / rd.RESULTS} is missing or unreadable")
@@ -162,15 +165,42 @@ def render_run_html(run_path: Path, max_samples: int = RUN_PAGE_MAX_SAMPLES) -> 
         incomplete=list(results.get("incomplete") or []),
         sample_sets=[samples],
         max_samples=max_samples,
+        pages=pages,
         generated=_now(),
         ready_marker=READY_MARKER,
     )
 
 
-def write_run_html(run_path: Path, max_samples: int = RUN_PAGE_MAX_SAMPLES) -> Path:
-    """Write `report.html` into a finished run directory and return its path."""
+def _page_renderer(run_path: Path, results: Mapping[str, Any], per_page: int) -> Any:
+    template = _environment().get_template("sample_page.html.j2")
+    fixed = {
+        "run_label": str(results.get("model", {}).get("label", run_path.name)),
+        "run_id": results.get("run_id", run_path.name),
+        "smoke": results.get("smoke_warning") if results.get("smoke_judge") else None,
+        "report": REPORT_HTML, "per_page": per_page, "max_chars": PAGE_TEXT_CHARS,
+        "generated": _now(), "ready_marker": READY_MARKER,
+    }
+
+    def render(context: dict[str, Any]) -> str:
+        return template.render(title=f"{context['task']} samples, page {context['number']}: run {fixed['run_id']}", **fixed, **context)
+
+    return render
+
+
+def write_run_html(run_path: Path, max_samples: int = RUN_PAGE_MAX_SAMPLES, *, per_page: int = SAMPLES_PER_PAGE) -> Path:
+    """Write `report.html` into a finished run directory, with every sample on the pages it links
+    (`pages/<task>-NNN.html`, html_pages.py), and return its path.
+
+    Order matters for a kill at any point: the new pages first (each atomically), then report.html
+    linking them, then the removal of pages the new report no longer links.
+    """
     target = run_path / REPORT_HTML
-    rd.write_text_atomic(target, render_run_html(run_path, max_samples))
+    results = _load(run_path / rd.RESULTS)
+    if results is None:
+        raise FileNotFoundError(f"{run_path / rd.RESULTS} is missing or unreadable")
+    pages = write_sample_pages(run_path, _page_renderer(run_path, results, per_page), per_page)
+    rd.write_text_atomic(target, render_run_html(run_path, max_samples, pages))
+    remove_stale_pages(run_path, pages.files)
     return target
 
 

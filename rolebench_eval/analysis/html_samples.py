@@ -17,6 +17,7 @@ from typing import Any
 
 from rolebench_eval.errors import RunDirectoryError
 from rolebench_eval.running import run_dir as rd
+from rolebench_eval.analysis.html_pages import score_text
 from rolebench_eval.analysis.run_samples import iter_samples
 
 MAX_TEXT_CHARS = 20_000
@@ -76,7 +77,6 @@ def _sample_view(record: Mapping[str, Any], run_label: str, index: int) -> dict[
         for j in judgments
         if isinstance(j, Mapping)
     ]
-    score = record.get("score", record.get("verdict"))
     meta = {key: _clip(value) for key, value in record.items() if key not in _SECTION_FIELDS and value not in (None, "", [], {})}
     examples = record.get("score_examples")
     return {
@@ -86,7 +86,8 @@ def _sample_view(record: Mapping[str, Any], run_label: str, index: int) -> dict[
         "sample_id": str(record.get("sample_id", index)),
         "unit": str(record.get("unit", "")),
         "metric": str(record.get("metric", "")),
-        "score": "unscored" if score is None else (f"{score:.3g}" if isinstance(score, float) else str(score)),
+        # RoleBench has no single score: its ROUGE-L per reference set and each judge's verdict.
+        "score": score_text(record),
         "prompt": _messages(record.get("prompt")),
         "answer": _clip(record.get("answer") or ""),
         "judge_prompt": _messages(record.get("judge_prompt")),

@@ -20,7 +20,7 @@ from rolebench_eval.running.call_index import CallIndex
 from rolebench_eval.running.call_refs import CALL
 
 
-def iter_samples(run_path: Path) -> Iterator[dict[str, Any]]:
+def iter_samples(run_path: Path, *, resolve: bool = True) -> Iterator[dict[str, Any]]:
     """Each record of `run_path`'s samples.jsonl in file order, with every reference resolved.
 
     Records of schema 2 refer to their calls for the texts the calls files hold
@@ -29,6 +29,10 @@ def iter_samples(run_path: Path) -> Iterator[dict[str, Any]]:
     returned as they are. Raises FileNotFoundError when the run has no samples file; a line that
     is not a JSON object raises ValueError naming the file and line; a reference whose call is not
     in the calls files raises RunDirectoryError naming the file, line and field.
+
+    With `resolve=False` the references are left as they are (`{"$call": ...}` dicts) and the calls
+    files are never read: for a reader that shows only each sample's own fields (the HTML sample
+    pages, html_pages.py), to which resolving would add a parse of every call of the run.
     """
     path = Path(run_path) / rd.SAMPLES
     index = CallIndex(Path(run_path))
@@ -43,7 +47,7 @@ def iter_samples(run_path: Path) -> Iterator[dict[str, Any]]:
                     raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
                 if not isinstance(record, dict):
                     raise ValueError(f"{path}:{number}: not a JSON object")
-                if CALL in line:
+                if resolve and CALL in line:
                     try:
                         record = _resolved(record, index, ())
                     except RunDirectoryError as error:

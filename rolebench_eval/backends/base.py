@@ -13,6 +13,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from rolebench_eval.requests import ChatRequest, Completion
 
+# The OpenAI API itself: the endpoint of an `openai:` model with no base URL and no $OPENAI_BASE_URL.
+# Here, not in openai_backend.py, so that naming a model's endpoint imports no HTTP client.
+OPENAI_API_URL = "https://api.openai.com/v1"
+
 ResultCallback = Callable[[int, Completion], None]
 """Called once per request with the request's index in the list and its completion."""
 

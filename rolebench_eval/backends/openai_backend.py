@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rolebench_eval.backends import http_chat
-from rolebench_eval.backends.base import BackendOptions, ResultCallback
+from rolebench_eval.backends.base import OPENAI_API_URL, BackendOptions, ResultCallback
 from rolebench_eval.backends.fingerprint import served_model_facts
 from rolebench_eval.backends.guided import guided_outcome, structured_outputs_body
 from rolebench_eval.errors import BackendError, did_you_mean
@@ -29,7 +29,6 @@ from rolebench_eval.scheduling.endpoints import EndpointPool
 from rolebench_eval.secrets import redact
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
-OPENAI_API_URL = "https://api.openai.com/v1"
 # Local servers (vLLM, llama.cpp) accept any key; the client library insists on one.
 PLACEHOLDER_KEY = "EMPTY"
 

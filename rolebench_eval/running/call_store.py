@@ -28,6 +28,8 @@ from rolebench_eval.requests import ChatRequest, Completion
 from rolebench_eval.task_api import ReplyCheck
 
 SCHEMA_VERSION = 1
+_KEY_AT = b'"key": "'
+_COMPLETION_AT = b'"completion": '
 
 
 class CallStore:
@@ -38,17 +40,19 @@ class CallStore:
     so re-judging or re-aggregating never repeats a model call. They are read only on a miss.
     """
 
-    def __init__(self, path: Path, fallbacks: Sequence[Path] = (), *, keep_lines: bool = False):
+    def __init__(self, path: Path, fallbacks: Sequence[Path] = ()):
         self.path = path
-        self._answers: dict[str, Completion] = {}
+        # Where each answer's line is (offset, length): a store's memory grows with its number of
+        # calls, never with their texts (issue 13); an answer is read back when it is asked for.
+        self._answers: dict[str, tuple[int, int]] = {}
         self._failures: dict[str, Completion] = {}
-        self._lines: dict[str, str] = {}
-        self._keep_lines = keep_lines
         self._fallback_paths = [p for p in fallbacks if p != path]
         self._fallbacks: list[CallStore] | None = None
         self.reused_from: set[str] = set()
         self.dropped_partial_line = False
         self._handle: Any = None  # opened on the first append (a store only read opens nothing)
+        self._reader: Any = None  # opened on the first answer read back
+        self._end = 0  # the file's size: where the next appended line starts
         if path.exists():
             self._load()
 
@@ -60,48 +64,45 @@ class CallStore:
         # Line by line: the file is never in memory whole (issue 13: a full PersonaGym's judging
         # calls are ~70 MB; reading them at once doubled the re-derive's peak memory).
         with handle:
+            offset = 0
             for number, raw in enumerate(handle, start=1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    if not raw.endswith(b"\n"):  # a partial last line, cut inside a character
-                        self.dropped_partial_line = True
-                        self._truncate_partial_tail(len(raw))
-                        return
-                    raise RunDirectoryError(
-                        f"corrupted run directory: {self.path}, line {number}: not UTF-8 text. Delete "
-                        "that line (its call will be redone) or the whole run directory."
-                    ) from exc
-                self._load_line(number, line)
+                if not self._load_line(number, raw, offset):
+                    break
+                offset += len(raw)
+        self._end = offset
 
-    def _load_line(self, number: int, line: str) -> None:
-        if not line.strip():
-            return
+    def _load_line(self, number: int, raw: bytes, offset: int) -> bool:
+        """Index one line; False when it was a partial last line (dropped from the file).
+
+        Its key and completion are decoded and checked (`_key_and_completion`); the request
+        between them, most of a judging line, is not: it is what the key hashed, read only when
+        a sample's prompt is shown (call_index.py), which then names a damaged line."""
+        if not raw.strip():
+            return True
         try:
-            entry = json.loads(line)
-            key = entry["key"]
+            key, data = _key_and_completion(raw)
             if not isinstance(key, str):
                 raise TypeError(f"'key' is a {type(key).__name__}, not a string")
-            completion = Completion.from_json(entry["completion"])
-        # ValueError covers JSON syntax and wrongly typed fields, AttributeError a field that
-        # is not an object: a wrongly shaped line is named, never a traceback.
+            completion = Completion.from_json(data)
+        # ValueError covers JSON syntax, bad UTF-8 and wrongly typed fields, AttributeError a
+        # field that is not an object: a wrongly shaped line is named, never a traceback.
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            if not line.endswith("\n"):  # only the last line can lack its newline
+            if not raw.endswith(b"\n"):  # only the last line can lack its newline
                 # A run killed mid-write leaves a partial last line: that call is redone.
                 self.dropped_partial_line = True
-                self._truncate_partial_tail(len(line.encode("utf-8")))
-                return
+                self._truncate_partial_tail(len(raw))
+                return False
+            why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
             raise RunDirectoryError(
-                f"corrupted run directory: {self.path}, line {number}: {exc}. Delete that "
+                f"corrupted run directory: {self.path}, line {number}: {why}. Delete that "
                 "line (its call will be redone) or the whole run directory."
             ) from exc
         if completion.ok:
-            self._answers[key] = completion
+            self._answers[key] = (offset, len(raw))
             self._failures.pop(key, None)
-            if self._keep_lines:
-                self._lines[key] = line if line.endswith("\n") else line + "\n"
         elif key not in self._answers:
             self._failures[key] = completion
+        return True
 
     def _truncate_partial_tail(self, tail_bytes: int) -> None:
         with self.path.open("r+b") as handle:
@@ -110,40 +111,69 @@ class CallStore:
 
     def answer(self, key: str) -> Completion | None:
         found = self._answers.get(key)
-        if found is not None or not self._fallback_paths:
-            return found
+        if found is not None:
+            return self._completion_at(found, key)
+        if not self._fallback_paths:
+            return None
         if self._fallbacks is None:
             self._fallbacks = []
             for path in self._fallback_paths:
                 try:
-                    self._fallbacks.append(CallStore(path, keep_lines=True))
+                    self._fallbacks.append(CallStore(path))
                 except RunDirectoryError:
                     continue  # another run's damage is reported when that run is used
         for other in self._fallbacks:
-            line = other._lines.get(key)
-            if line is not None:
-                self._write(line)
-                self._answers[key] = other._answers[key]
+            position = other._answers.get(key)
+            if position is not None:
+                line = other._line_at(position)
+                self._answers[key] = self._write(line if line.endswith(b"\n") else line + b"\n")
                 self.reused_from.add(other.path.parent.parent.name)
-                return self._answers[key]
+                return self._completion_at(self._answers[key], key)
         return None
 
-    def _write(self, line: str) -> None:
-        """One line, in one write: in the kernel before the call counts as finished."""
+    def _line_at(self, position: tuple[int, int]) -> bytes:
+        if self._reader is None:
+            self._reader = self.path.open("rb")
+        offset, size = position
+        self._reader.seek(offset)
+        return self._reader.read(size)
+
+    def _completion_at(self, position: tuple[int, int], key: str) -> Completion:
+        line = self._line_at(position)
+        try:
+            stored_key, data = _key_and_completion(line)
+            if stored_key != key:
+                raise ValueError(f"the line there holds key {stored_key!r}")
+            return Completion.from_json(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # The line was whole when it was indexed: the file changed under this run.
+            raise RunDirectoryError(
+                f"{self.path} changed while this run used it (byte {position[0]}: {exc}); another process "
+                "wrote to it: rerun the command"
+            ) from exc
+
+    def _write(self, data: bytes) -> tuple[int, int]:
+        """One line, in one write: in the kernel before the call counts as finished. Where it is."""
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.path, "ab", buffering=0)  # noqa: SIM115 (closed by close())
-        data = line.encode("utf-8")
+        position = (self._end, len(data))
+        self._end += len(data)
         written = self._handle.write(data)
         while written is not None and written < len(data):  # a short write (signal, full pipe)
             data = data[written:]
             written = self._handle.write(data)
+        return position
 
     def close(self) -> None:
         """Close the file (nothing is buffered: every line was written when it was appended)."""
-        if self._handle is not None:
-            handle, self._handle = self._handle, None
-            handle.close()
+        for name in ("_handle", "_reader"):
+            handle = getattr(self, name, None)
+            if handle is not None:
+                setattr(self, name, None)
+                handle.close()
+        for other in self._fallbacks or ():
+            other.close()
 
     def __del__(self) -> None:
         try:
@@ -165,15 +195,33 @@ class CallStore:
                            "time": round(time.time(), 3)}, ensure_ascii=False)
         line = (f'{head[:-1]}, "request": {request.canonical_json}, '
                 f'"completion": {json.dumps(completion.to_json(), ensure_ascii=False)}}}\n')
-        self._write(line)
+        position = self._write(line.encode("utf-8"))
         # The canonical text was needed for this key and this line only: tasks keep their
         # requests until the run ends, and a copy of every prompt each would grow with the run.
         request.__dict__.pop("canonical_json", None)
         if completion.ok:
-            self._answers[key] = completion
+            self._answers[key] = position
             self._failures.pop(key, None)
         else:
             self._failures[key] = completion
+
+
+def _key_and_completion(line: bytes) -> tuple[Any, Any]:
+    """A stored line's key and completion. Only the line's head (the key) and its last field (the
+    completion) are decoded, not the request between them (most of a judging line). In JSON text
+    a quote inside a string is escaped, so the last '"completion": ' is the field's own name; a
+    line of another layout is decoded whole."""
+    head = line.find(_KEY_AT, 0, 120)
+    start = line.rfind(_COMPLETION_AT)
+    if head >= 0 and start >= 0:
+        key_start = head + len(_KEY_AT)
+        try:
+            data = json.loads(line[start + len(_COMPLETION_AT):].rstrip()[:-1])
+            return line[key_start : line.index(b'"', key_start)].decode("utf-8"), data
+        except ValueError:
+            pass  # the completion is not the last field
+    entry = json.loads(line)
+    return entry["key"], entry["completion"]
 
 
 @dataclass(frozen=True)

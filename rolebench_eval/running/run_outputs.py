@@ -16,7 +16,7 @@ from typing import Any
 from rolebench_eval.analysis import judge_reliability
 from rolebench_eval.running import run_dir as rd
 from rolebench_eval.running.call_accounting import nothing_scored
-from rolebench_eval.running.call_refs import RecordEncoder
+from rolebench_eval.running.sample_sink import SampleSink
 from rolebench_eval.embedded import SMOKE_JUDGE_WARNING
 from rolebench_eval.models import ModelSpec
 from rolebench_eval.task_api import Task, TaskOutcome
@@ -44,23 +44,16 @@ def write_outputs(
     model: ModelSpec,
     judges: Sequence[ModelSpec],
     calls_section: dict[str, Any],
+    sink: SampleSink,
     incomplete: Sequence[str] | None = None,
     *,
     failure_lines: Sequence[str] = (),
     warnings: Sequence[str] = (),
-    call_roles: Mapping[str, tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Write samples.jsonl, results.json, report.md and report.html; return the results.
-
-    `call_roles` maps each bound model role to (model identity, calls file: "generation" or
-    "judging"): with it, the texts of calls in the records are written as references to the calls
-    files (call_refs.py); without it (or for a role not in it) they stay inline.
-    """
-    encoder = RecordEncoder(call_roles or {})
-    # Streamed: one record encoded and written at a time, never the whole file in memory.
-    rd.write_jsonl_atomic(
-        run_path / rd.SAMPLES, (encoder.encode(r) for t in tasks for r in outcomes[t.name].records)
-    )
+    """Write samples.jsonl (from `sink`, which has every task's records: sample_sink.py),
+    results.json, report.md and report.html; return the results. The outcomes' `records` are read
+    for the reliability figures only (a streamed task's are its records without call texts)."""
+    sink.commit()
     task_results = {}
     for task in tasks:
         outcome = outcomes[task.name]

@@ -34,6 +34,8 @@ from rolebench_eval.models import (
 from rolebench_eval.running.run_lock import RunLock
 from rolebench_eval.running.run_manifest import run_identity
 from rolebench_eval.running.run_outputs import current_results, write_outputs, write_stamp
+from rolebench_eval.running.sample_sink import SampleSink
+from rolebench_eval.running.task_jobs import run_task_jobs
 from rolebench_eval.scheduling.endpoints import EndpointPool
 from rolebench_eval.scheduling.budget import Budget
 from rolebench_eval.scheduling.lanes import BatchLane, DeviceToken, Lane, LazyLane
@@ -41,7 +43,7 @@ from rolebench_eval.scheduling.pricing import price_table
 from rolebench_eval.scheduling.progress import Observers, ProgressDisplay
 from rolebench_eval.scheduling.scheduler import RoleBinding, Scheduler
 from rolebench_eval.running.sibling_runs import record_reuse, sibling_calls
-from rolebench_eval.task_api import MODEL_ROLE, Job, JudgeSpec, RunSettings, Sample, Task, TaskOutcome, staged_job
+from rolebench_eval.task_api import MODEL_ROLE, JudgeSpec, RunSettings, Task, TaskOutcome
 from rolebench_eval.task_registry import TaskSpec, build_task, canonical_setting, check_task_options, discover
 
 # The embedded model is a 135M plumbing model on 2 CPU cores: protocol limits of 3000 tokens
@@ -308,18 +310,23 @@ class Runner:
             self.tally.register(spec.label, spec.backend, spec.model)  # prices by model name
             if self.budget is not None:
                 self.budget.register(spec.label, spec.backend, spec.model)
-        outcomes = self._evaluate(tasks, bindings)
+        # samples.jsonl refers to each call by its key (call_refs.py): role -> identity, file
+        sink = SampleSink(run_path, [t.name for t in tasks], {role: (b.identity, b.kind) for role, b in bindings.items()})
+        try:
+            outcomes = self._evaluate(tasks, bindings, sink)
+        except BaseException:
+            sink.discard()
+            raise
         record_reuse(run_path, generation_store, judging_store, self.log)
         stopped = self.budget.incomplete_line() if self.budget is not None else None
         results = write_outputs(
             run_path, manifest, tasks, outcomes, model, judges, {**self.tally.section(), "lanes": self.lane_snapshots},
+            sink,
             failure_lines=[
                 *(f"{line} (a rerun retries them)" for line in self.tally.failure_lines()),
                 *([stopped] if stopped else []),
             ],
             warnings=self.budget.warnings if self.budget is not None else (),
-            # samples.jsonl refers to each call by its key (call_refs.py): role -> identity, file
-            call_roles={role: (b.identity, b.kind) for role, b in bindings.items()},
         )
         used = {k: self.calls_made.get(k, 0) + self.calls_reused.get(k, 0) for k in ("generation", "judging")}
         write_stamp(run_path, config_hash, used, self.failed_calls)
@@ -331,32 +338,17 @@ class Runner:
             run_path, results, dict(self.calls_made), dict(self.calls_reused), list(results["incomplete"])
         )
 
-    def _evaluate(self, tasks: Sequence[Task], bindings: dict[str, RoleBinding]) -> dict[str, TaskOutcome]:
-        """Every task's jobs through one scheduler; a task without jobs runs as one staged job."""
-        jobs: list[Job] = []
-        spans: list[tuple[Task, list[Sample], int, int, bool]] = []
-        for task in tasks:
-            samples = task.samples()
-            task_jobs = task.jobs(samples)
-            staged = task_jobs is None
-            if task_jobs is None:
-                task_jobs = [staged_job(task, samples)]
-            spans.append((task, samples, len(jobs), len(task_jobs), staged))
-            jobs += task_jobs
+    def _evaluate(self, tasks: Sequence[Task], bindings: dict[str, RoleBinding], sink: SampleSink) -> dict[str, TaskOutcome]:
+        """Every task's jobs through one scheduler (running/task_jobs.py); records go to `sink`."""
         scheduler = Scheduler(bindings, content_attempts=CONTENT_ATTEMPTS,
                               observer=Observers([self.tally, self.progress]), budget=self.budget)
         try:
-            values = scheduler.run(jobs)
+            return run_task_jobs(tasks, scheduler, sink)
         finally:
             self.progress.close()
             self.calls_made, self.calls_reused = scheduler.counts.made, scheduler.counts.reused
             self.failed_calls = scheduler.counts.stored_failures + scheduler.counts.not_sent
             self.lane_snapshots = scheduler.lane_snapshots
-        outcomes = {}
-        for task, samples, start, count, staged in spans:
-            part = values[start : start + count]
-            outcomes[task.name] = part[0] if staged else task.finish(samples, part)
-        return outcomes
 
     def _finished_without_endpoint(self, name_hash: str, error: RbeError) -> RunResult:
         """The finished run of this command, printed from its files while an endpoint is down."""

@@ -286,12 +286,12 @@ class ApiLane(Lane):
         shared.in_flight += 1
         replica.mine += 1
         shared.peak_in_flight = max(shared.peak_in_flight, shared.in_flight)
-        replica.controller.on_start()
-        task = asyncio.create_task(self._attempt(replica, item))
+        ticket = replica.controller.on_start()
+        task = asyncio.create_task(self._attempt(replica, item, ticket))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _attempt(self, replica: _Replica, item: _Item) -> None:
+    async def _attempt(self, replica: _Replica, item: _Item, ticket: int) -> None:
         started = self._clock()
         try:
             outcome = await replica.endpoint.attempt(replica.client, item.request)
@@ -302,7 +302,7 @@ class ApiLane(Lane):
             replica.mine -= 1
         now = self._clock()
         try:
-            self._settle(replica, item, outcome, now - started, now)
+            self._settle(replica, item, outcome, now - started, now, ticket)
         finally:
             shared = replica.shared
             shared.peak_limit = max(shared.peak_limit, replica.controller.limit)
@@ -313,9 +313,10 @@ class ApiLane(Lane):
                 if other is not self and (other._ready or other._delayed):
                     other._poke()
 
-    def _settle(self, replica: _Replica, item: _Item, outcome: AttemptOutcome, latency: float, now: float) -> None:
+    def _settle(self, replica: _Replica, item: _Item, outcome: AttemptOutcome, latency: float, now: float,
+                ticket: int | None = None) -> None:
         if outcome.kind == FATAL and self._fatal is None:
-            replica.controller.on_success(latency, 0)  # the server answered; nothing to adapt
+            replica.controller.on_success(latency, 0, ticket)  # the server answered; nothing to adapt
             self._fatal = outcome.exception or BackendError(f"{self.label}: {outcome.error}")
             self._fail_waiting(self._fatal)
         if self._fatal is not None:  # this one or an earlier attempt found the backend unusable
@@ -326,7 +327,7 @@ class ApiLane(Lane):
             completion = outcome.completion or Completion.failure(outcome.error or "no reply")
             tokens = (completion.usage.completion_tokens or 0) if outcome.kind == OK else 0
             # A 400 is an answer of a healthy server: it frees the slot like a success.
-            replica.controller.on_success(latency, tokens)
+            replica.controller.on_success(latency, tokens, ticket)
             replica.streak = 0
             replica.completed += 1
             self._resolve(item, replace(completion, attempts=item.attempts, attempt_errors=tuple(item.errors)))

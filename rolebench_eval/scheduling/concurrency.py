@@ -1,24 +1,33 @@
 """Adaptive concurrency per endpoint: how many requests to keep in flight.
 
 Pure logic (no I/O, an injectable clock), driven by the caller: `on_start()` when a request
-goes out, `on_success(latency_s, tokens)` or `on_failure(kind, retry_after_s)` when it ends, and
-`can_start(in_flight)` before sending the next one.
+goes out (it returns the start's ticket), `on_success(latency_s, tokens, ticket)` or
+`on_failure(kind, retry_after_s)` when it ends, and `can_start(in_flight)` before sending the next
+one. Without the ticket a reply is matched to its start by time (less exact within one dispatch).
 
 How the limit moves (a hill climb on measured throughput, with AIMD on failures):
 
-- Throughput is measured in windows: completed tokens per second, a window lasting at least
+- Throughput is measured in windows: Little's law over the window's replies (in flight when
+  each was sent x its tokens, over the sum of latencies; slow_start.RoundStats; tokens per second
+  of the clock when no latency was measured), a window lasting at least
   `window_s` and two mean latencies and at least 2 x `limit` completions, and starting (after a
   change of the limit) when the first request sent after the change comes back: earlier
   completions carry tokens made at the old limit. A window in which the caller never filled the limit ("app-limited")
   teaches nothing about the endpoint and moves nothing.
-- Slow start: from `initial`, double while each doubling raises throughput by at least
-  `min_gain`. A batching server's throughput rises with the batch until its slots are full, then
-  stays flat while latency grows (requests queue): the doubling that gains nothing marks the knee.
+- Slow start (scheduling/slow_start.py): from `initial`, double while each doubling raises
+  throughput by at least `min_gain`, measured in short rounds rather than windows: a round
+  closes after the quickest eighth of its replies (at least 8), throughput estimated by Little's
+  law from the number in flight each reply was sent with, so a doubling takes about one mean
+  latency instead of ~3 (a warm-up and a window of two). A batching server's throughput
+  rises with the batch until its slots are full, then stays flat while latency grows (requests
+  queue): the doubling that gains nothing marks the knee, and slow start ends at the limit
+  before it (then the probe below). Windows after slow start use the same estimate.
 - Then probe: raise by `probe_step` (a fraction of the limit) when a window gains at least
-  `min_gain`; a raise that gains nothing is rising latency without throughput, so the limit goes
-  back to where it was, holds for `hold_windows` windows, and then walks down by the same steps
-  while throughput stays within `min_gain` of where the walk started (the same throughput with
-  fewer requests queued), back up one step when it falls. The limit thus circles the knee
+  `min_gain` (or climbs back to within `min_gain` of the best lately measured); a raise that
+  gains nothing is rising latency without throughput, so the limit goes back to where it was,
+  holds for `hold_windows` windows, and then walks down by the same steps while throughput stays
+  within `min_gain` of the best lately measured (the same throughput with fewer requests
+  queued), back up one step when it falls. The limit thus circles the knee
   instead of drifting up on noisy windows.
 - A 429, a 5xx, a timeout or a connection error multiplies the limit by `backoff` (once per
   mean latency: the requests already in flight fail together and are one signal), remembers the
@@ -47,6 +56,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from rolebench_eval.scheduling.slow_start import RoundStats, SlowStart, StartLog
 
 FAILURE_KINDS = ("rate_limited", "server_error", "timeout", "connection")
 
@@ -104,12 +115,14 @@ class ConcurrencyController:
         self._limit = pinned if pinned is not None else self.settings.initial
         self._pause_until = -math.inf
         self._in_flight = 0
-        self._slow_start = True
         self._previous: tuple[float, int] | None = None  # last window's (throughput, limit)
         self._hold = 0
         self._down_next = False  # a probe up gained nothing: try fewer in flight next
         self._walking_down = False
-        self._reference = 0.0  # throughput where the walk down started
+        # The best throughput measured lately (decaying by 0.2% a window): a walk down stops when it
+        # falls below it, not below where the walk started, which let each walk ratchet the
+        # limit one step further down the knee (each starting from the last walk's loss).
+        self._best = 0.0
         self._ceiling: int | None = None
         self._ceiling_left = 0
         self._latency: float | None = None  # moving mean of request latency
@@ -127,7 +140,14 @@ class ConcurrencyController:
         self._last_decrease = -math.inf
         self.decreases = 0
         self.failures: dict[str, int] = {kind: 0 for kind in FAILURE_KINDS}
+        self._sent = StartLog()  # when requests went out, with how many in flight
         self._new_window(self._clock())
+        # Slow start (scheduling/slow_start.py) until it finds the knee or a failure ends it.
+        self._slow: SlowStart | None = None
+        if pinned is None:
+            s = self.settings
+            self._slow = SlowStart(self._limit, self._sent.issued, min_gain=s.min_gain, probe_step=s.probe_step,
+                                   min_limit=s.min_concurrency)
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -145,13 +165,17 @@ class ConcurrencyController:
         """Another lane (model) now shares this endpoint: before anything was measured, start
         `initial` higher, as two lanes of their own would have (a short run spends much of its
         time ramping up: bench/README.md, 8 personas on a 64-slot server, 69% at 32 shared)."""
-        if self.pinned is None and self._slow_start and self._previous is None and not self.decreases:
-            self._set_limit(self._limit + self.settings.initial, self._clock())
+        if self._slow is not None and self._slow.rounds == 0 and not self.decreases:
+            now = self._clock()
+            self._set_limit(self._limit + self.settings.initial, now)
+            self._slow.begin(self._limit, self._sent.issued, self._in_flight, first=self._in_flight == 0)
 
     def can_start(self, in_flight: int) -> bool:
         return in_flight < self._limit and self._clock() >= self.pause_until
 
-    def on_start(self) -> None:
+    def on_start(self) -> int:
+        """A request goes out; returns its ticket, for `on_success` (slow start counts a reply
+        at the number in flight it was sent with, and knows which start it answers)."""
         self._in_flight += 1
         self._window_peak = max(self._window_peak, self._in_flight)
         now = self._clock()
@@ -159,13 +183,35 @@ class ConcurrencyController:
         self._trim(self._starts, now)
         if self._pace_s > 0:
             self._next_start = max(now, self._next_start) + self._pace_s
+        ticket = self._sent.record(now, self._in_flight)
+        if self._slow is not None:
+            self._slow.on_start(self._in_flight)
+        return ticket
 
-    def on_success(self, latency_s: float, tokens: int) -> None:
+    def on_success(self, latency_s: float, tokens: int, ticket: int | None = None) -> None:
+        in_flight = self._in_flight
         self._in_flight = max(0, self._in_flight - 1)
+        self._sent.reply()
         self._latency = latency_s if self._latency is None else 0.8 * self._latency + 0.2 * latency_s
         now = self._clock()
         if self._pace_s > 0 and now >= self._pace_hold_until:
             self._pace_s *= self.settings.pace_decay
+        # Counted at the number in flight when it was sent (scheduling/slow_start.py).
+        if ticket is None:  # a caller that does not pass tickets back: find the start by time
+            ticket = self._sent.ticket_at(now - latency_s)
+        sent_with = self._sent.sent_with(ticket) or in_flight
+        self._sent.forget_before(now - max(8 * self._latency, 20 * self.settings.window_s))
+        if self._slow is not None:
+            verdict = self._slow.on_success(ticket, latency_s, tokens, sent_with, in_flight,
+                                            self._sent.issued, self._cap())
+            if not verdict.ended:
+                self._limit = verdict.limit
+                return
+            # The knee lies between where it ended and twice that: probe up from there.
+            self._end_slow_start()
+            self._hold = self.settings.hold_windows
+            self._set_limit(verdict.limit, now)
+            return
         if self._window_start is None:
             # Warm-up: completions of requests sent before the limit changed carry tokens made
             # at the old limit. Measure from the first request sent after the change.
@@ -175,15 +221,24 @@ class ConcurrencyController:
             return
         self._window_tokens += max(0, tokens)
         self._window_done += 1
+        self._window_stats.add(sent_with, tokens, latency_s)
         elapsed = now - self._window_start
         long_enough = elapsed >= max(self.settings.window_s, 2 * (self._latency or 0.0))
         if long_enough and self._window_done >= 2 * self._limit:
-            self._close_window(self._window_tokens / elapsed, now)
+            # Little's law over the window's replies (slow_start.RoundStats): tokens per second
+            # of the clock swung by +-15% between windows at one limit (requests of very different
+            # lengths end in lumps), enough to walk the limit down below the knee.
+            estimate = self._window_stats.throughput()
+            self._close_window(estimate if estimate > 0 else self._window_tokens / elapsed, now)
+
+    def _cap(self) -> int:
+        return min(self.settings.max_concurrency, self._ceiling or self.settings.max_concurrency)
 
     def on_failure(self, kind: str, retry_after_s: float | None = None) -> None:
         if kind not in FAILURE_KINDS:
             raise ValueError(f"unknown failure kind {kind!r}; known: {', '.join(FAILURE_KINDS)}")
         self._in_flight = max(0, self._in_flight - 1)
+        self._sent.reply()
         self.failures[kind] += 1
         now = self._clock()
         if retry_after_s is not None and retry_after_s > 0:
@@ -215,9 +270,12 @@ class ConcurrencyController:
         self.decreases += 1
         self._ceiling = max(self.settings.min_concurrency, self._limit - 1)
         self._ceiling_left = self.settings.ceiling_windows
-        self._slow_start = False
+        self._end_slow_start()
         self._previous = None  # measured before the failure: it overstated the endpoint
         self._set_limit(math.floor(self._limit * self.settings.backoff), now)
+
+    def _end_slow_start(self) -> None:
+        self._slow = None
 
     def _trim(self, times: deque[float], now: float) -> None:
         while times and times[0] < now - self.settings.rate_window_s:
@@ -244,6 +302,7 @@ class ConcurrencyController:
         self._window_tokens = 0
         self._window_done = 0
         self._window_peak = self._in_flight
+        self._window_stats = RoundStats()
 
     def _set_limit(self, value: int, now: float) -> None:
         s = self.settings
@@ -251,6 +310,8 @@ class ConcurrencyController:
         changed = new != self._limit
         self._limit = new
         self._new_window(now, warm_up=changed)
+        if self._slow is not None:
+            self._slow.begin(new, self._sent.issued, self._in_flight)
 
     def _close_window(self, throughput: float, now: float) -> None:
         if self.pinned is not None:
@@ -267,9 +328,10 @@ class ConcurrencyController:
             self._new_window(now)  # app-limited: the endpoint was not what limited throughput
             return
         previous, self._previous = self._previous, (throughput, self._limit)
+        self._best = max(0.998 * self._best, throughput)
         step = max(1, round(self._limit * self.settings.probe_step))
         if self._walking_down and previous is not None and self._limit < previous[1]:
-            if throughput < self._reference * (1.0 - self.settings.min_gain):
+            if throughput < self._best * (1.0 - self.settings.min_gain):
                 # Fewer in flight lost throughput: the knee is above. Back up, then probe up.
                 self._walking_down = False
                 self._hold = self.settings.hold_windows
@@ -277,10 +339,13 @@ class ConcurrencyController:
                 self._set_limit(previous[1], now)
                 return
         elif previous is not None and self._limit > previous[1]:
-            if throughput < previous[0] * (1.0 + self.settings.min_gain):
+            # A raise from below the best is kept when it climbs back towards the best: just
+            # under the knee a step buys less than `min_gain`, and the limit stayed below it.
+            climbing = previous[0] < self._best * (1.0 - self.settings.min_gain) <= throughput
+            if throughput < previous[0] * (1.0 + self.settings.min_gain) and not climbing:
                 # More in flight bought no throughput: latency rose instead. Back to where it
                 # was, hold, then try fewer: without this the limit drifts up on noisy windows.
-                self._slow_start = False
+                self._end_slow_start()
                 self._down_next = True
                 self._hold = self.settings.hold_windows
                 self._previous = None
@@ -290,11 +355,9 @@ class ConcurrencyController:
             self._hold -= 1
             self._new_window(now)
             return
-        if self._slow_start:
-            target = self._limit * 2
-        elif self._down_next or self._walking_down:
+        if self._down_next or self._walking_down:
             if not self._walking_down:
-                self._walking_down, self._down_next, self._reference = True, False, throughput
+                self._walking_down, self._down_next = True, False
             target = self._limit - step
         else:
             target = self._limit + step

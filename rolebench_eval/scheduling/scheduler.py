@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,12 +29,17 @@ from rolebench_eval.scheduling.lanes import Lane
 from rolebench_eval.task_api import MODEL_ROLE, Job, ModelCall, ReplyCheck
 
 NOT_SENT = "not sent: "
-# Jobs running at once. Every job started holds its prompts and its calls wait in their lanes;
-# starting all of a big run's jobs at once made the scheduler's memory grow with the samples
-# (full PersonaGym: 20,000 requests queued at the start). 1024 jobs keep thousands of calls
-# ready, far more than any endpoint's limit (256) or a local engine's batch needs; a job
-# that ends lets the next one start.
-MAX_LIVE_JOBS = 1024
+# Jobs running at once, and calls waiting for replies before another job may start. Every job
+# started holds its prompts until it ends, and its calls wait in their lanes; starting all of a big
+# run's jobs at once made the scheduler's memory grow with the samples (full PersonaGym: 20,000
+# requests queued at the start). 512 jobs keep at least 512 calls ready (a PersonaGym-Light job
+# asks 2 at once, then 1; a full PersonaGym one up to 10), twice the most slots an endpoint is
+# given (256), and 2,048 calls bound what jobs of a large fan-out queue; a local engine gets them
+# as its batch. What a run holds is then flat in the number of samples beyond 512 jobs (full
+# PersonaGym: 50 personas; bench/bench_scheduler_overhead.py). A job that ends, or calls that
+# come back, let the next job start.
+MAX_LIVE_JOBS = 512
+MAX_QUEUED_CALLS = 2048
 GC_THRESHOLD = 50_000  # allocations between two young-generation collections during a run
 
 
@@ -69,9 +74,13 @@ class Scheduler:
         observer: Any = None,
         budget: Any = None,
         max_live_jobs: int = MAX_LIVE_JOBS,
+        max_queued_calls: int = MAX_QUEUED_CALLS,
     ):
         self._roles = dict(roles)
         self._max_live_jobs = max(1, max_live_jobs)
+        self._max_queued_calls = max(1, max_queued_calls)
+        self._queued_calls = 0  # calls of running jobs waiting for their replies (not from the store)
+        self._room: asyncio.Event | None = None  # set while another job may start
         self._content_attempts = max(1, content_attempts)
         self._observer = observer
         # Looked up once: they are called for every call and attempt.
@@ -86,28 +95,51 @@ class Scheduler:
 
     # -- running jobs --------------------------------------------------------------------------
 
-    def run(self, jobs: Sequence[Job]) -> list[Any]:
-        """Run every job to its end; their return values, in order."""
+    def run(self, jobs: Sequence[Job], on_done: Callable[[int, Any], None] | None = None) -> list[Any]:
+        """Run every job to its end; their return values, in order.
+
+        With `on_done`, each job's value is handed to `on_done(index, value)` the moment the job
+        ends (in the order jobs end) and is not kept: the returned list is then all None. Jobs
+        start in their order, at most `max_live_jobs` run at once, and none starts while
+        `max_queued_calls` calls wait for replies; so when job i is still running no job after
+        i + max_live_jobs - 1 has started: a caller that puts the values back in job order never
+        holds more than max_live_jobs of them."""
         # The cyclic collector ran every 700 allocations over a heap of live jobs, futures and
         # completions: a fifth of the client's CPU per call (bench_scheduler_overhead.py). Rarer
         # collections while the calls run (cycles are still collected), the old setting after.
         previous = gc.get_threshold()
         gc.set_threshold(GC_THRESHOLD, *previous[1:])
         try:
-            return asyncio.run(self._run_all(jobs))
+            return asyncio.run(self._run_all(jobs, on_done))
         finally:
             gc.set_threshold(*previous)
 
-    async def _run_all(self, jobs: Sequence[Job]) -> list[Any]:
-        admit = asyncio.Semaphore(self._max_live_jobs)
+    async def _run_all(self, jobs: Sequence[Job], on_done: Callable[[int, Any], None] | None) -> list[Any]:
+        values: list[Any] = [None] * len(jobs)
+        queue = iter(enumerate(jobs))
+        room = self._room = asyncio.Event()
+        room.set()
 
-        async def admitted(job: Job) -> Any:
-            async with admit:  # FIFO: jobs start in their order, at most max_live_jobs at once
-                return await self._drive(job)
+        async def worker() -> None:
+            # Workers share one iterator: jobs start in their order, at most one per worker, and
+            # only a running job holds an asyncio task (a whole run's jobs are never all live).
+            while True:
+                while not room.is_set():
+                    await room.wait()
+                taken = next(queue, None)
+                if taken is None:
+                    return
+                index, job = taken
+                value = await self._drive(job)
+                if on_done is None:
+                    values[index] = value
+                else:
+                    on_done(index, value)
 
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(admitted(job)) for job in jobs]
+                for _ in range(min(self._max_live_jobs, len(jobs))):
+                    group.create_task(worker())
         except BaseExceptionGroup as failure:
             # A whole backend failed, or a task raised: the first cause, as a plain exception,
             # so the CLI's error table applies (every finished call is already in the store).
@@ -119,43 +151,70 @@ class Scheduler:
                 if snapshot:
                     self.lane_snapshots[lane.label] = snapshot
                 await lane.aclose()
-        return [task.result() for task in tasks]
+        return values
 
     async def _drive(self, job: Job) -> Any:
         depth = 0
         try:
             calls = next(job)
             while True:
-                replies = list(await asyncio.gather(*(self._call(c, depth) for c in calls))) if calls else []
+                # Calls all answered by the store are handed back at once, without a trip through
+                # the event loop: a fully stored job (a re-derive, a resumed run's finished part)
+                # runs to its end in one go, holding its prompts only while it runs.
+                found = [self._lookup(c) for c in calls]
+                if all(stored is not None for _, _, _, stored in found):
+                    replies = [self._reused(binding, call, stored) for binding, call, _, stored in found]
+                else:
+                    self._queue_calls(len(found))
+                    try:
+                        replies = list(await asyncio.gather(*(self._call(f, depth) for f in found)))
+                    finally:
+                        self._queue_calls(-len(found))
                 depth += 1
                 calls = job.send(replies)
         except StopIteration as stop:
             return stop.value
 
+    def _queue_calls(self, change: int) -> None:
+        self._queued_calls += change
+        if self._room is not None:
+            if self._queued_calls < self._max_queued_calls:
+                self._room.set()
+            else:
+                self._room.clear()
+
     # -- one call ------------------------------------------------------------------------------
 
-    async def _call(self, call: ModelCall, depth: int) -> Completion:
+    def _lookup(self, call: ModelCall) -> tuple[RoleBinding, ModelCall, str, Completion | None]:
+        """The call's binding and key, and its stored answer (None: none that passes its check)."""
         binding = self._roles.get(call.model)
         if binding is None:
             raise UsageError(f"a task asked for model role {call.model!r}, which this run has no model for")
         key = call.request.cache_key(binding.identity)
-        check = _check_of(call)
         stored = binding.store.answer(key)
         # An answer stored before this check existed (or by another version) is not trusted.
-        if stored is not None and (check is None or check(stored.text or "") is None):
-            self._count(binding, made=False)
-            self._finished(binding, call, stored, made=False, latency=None)
-            return stored
+        if stored is not None:
+            check = _check_of(call)
+            if check is not None and check(stored.text or "") is not None:
+                stored = None
+        return binding, call, key, stored
+
+    def _reused(self, binding: RoleBinding, call: ModelCall, completion: Completion) -> Completion:
+        self._count(binding, made=False)
+        self._finished(binding, call, completion, made=False, latency=None)
+        return completion
+
+    async def _call(self, found: tuple[RoleBinding, ModelCall, str, Completion | None], depth: int) -> Completion:
+        binding, call, key, stored = found
+        if stored is not None:
+            return self._reused(binding, call, stored)
         joined = self._in_flight.get(key)
         if joined is not None:  # the same request of another job: sent once, answered twice
-            completion = await asyncio.shield(joined)
-            self._count(binding, made=False)
-            self._finished(binding, call, completion, made=False, latency=None)
-            return completion
+            return self._reused(binding, call, await asyncio.shield(joined))
         future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
-            completion = await self._send(binding, call, key, check, depth)
+            completion = await self._send(binding, call, key, _check_of(call), depth)
             future.set_result(completion)
             return completion
         except BaseException as exc:

@@ -11,7 +11,7 @@ are flagged in each record and counted in the results, so a reference-zero numbe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rolebench_eval.judges.rubric_judge import (
@@ -106,15 +106,18 @@ def collect_judgments(
     replies: Sequence[Completion],
     reference: bool,
     sent: Sequence[ChatRequest] | None = None,
+    first_batch: int = 0,
 ) -> tuple[dict[int, list[dict[str, Any]]], list[dict[str, Any]]]:
-    """Per sample its judges' verdicts (label-matched segments), and per batch the reference
-    arithmetic's score of each judge (positional segments, failures as `Error`). With the request
-    `sent` for each reply, each verdict's reply is marked as its call's text (call_refs.py)."""
-    judgments: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(samples))}
+    """Per judged sample its judges' verdicts (label-matched segments; a sample of no batch in
+    `graded` has no entry), and per batch the reference arithmetic's score of each judge
+    (positional segments, failures as `Error`). With the request `sent` for each reply, each
+    verdict's reply is marked as its call's text (call_refs.py). Batches are numbered from
+    `first_batch` (the task's judged batches before these)."""
+    judgments: dict[int, list[dict[str, Any]]] = {i: [] for batch in graded for i in batch}
     reference_batches = []
     reply_iter = iter(replies)
     sent_iter = iter(sent or ())
-    for batch_number, batch in enumerate(graded):
+    for batch_number, batch in enumerate(graded, start=first_batch):
         reference_scores = {}
         for judge in judges:
             reply = next(reply_iter)
@@ -157,30 +160,34 @@ def collect_judgments(
 def build_records(
     task_name: str,
     samples: Sequence[Sample],
-    answers: Sequence[Completion],
-    judgments: dict[int, list[dict[str, Any]]],
+    answers: Mapping[int, Completion] | Sequence[Completion],
+    judgments: Mapping[int, list[dict[str, Any]]],
     example_info: dict[int, dict[str, Any]],
     grading_prompts: dict[int, list[dict[str, str]]],
     generation_request: Callable[[Sample], ChatRequest],
     reference: bool,
     grading_calls: dict[int, CallRef] | None = None,
+    indices: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per sample. Texts of calls are marked (`Marked.call_refs`, call_refs.py) so that
-    samples.jsonl refers to the calls files for them: the prompt, the score examples' prompt,
-    reply and processed block, the judge prompt (`grading_calls`: the call of one judge of the
-    question's batch) and each judge's reply."""
+    """One record per sample (of `indices` only, when given: one judge batch's questions). Texts
+    of calls are marked (`Marked.call_refs`, call_refs.py) so that samples.jsonl refers to the
+    calls files for them: the prompt, the score examples' prompt, reply and processed block, the
+    judge prompt (`grading_calls`: the call of one judge of the question's batch) and each judge's
+    reply."""
     records = []
-    for index, sample in enumerate(samples):
+    for index in range(len(samples)) if indices is None else indices:
+        sample = samples[index]
         answer = answers[index]
         examples = example_info.get(index)
         request = generation_request(sample)
+        own_judgments = judgments.get(index, [])
         marks: dict[tuple[str | int, ...], CallRef] = {("prompt",): CallRef(MODEL_ROLE, request, answer, "prompt")}
         marks.update({("score_examples", *path): ref for path, ref in marks_of(examples).items()})
-        for position, judgment in enumerate(judgments[index]):
+        for position, judgment in enumerate(own_judgments):
             marks.update({("judgments", position, *path): ref for path, ref in marks_of(judgment).items()})
         if grading_calls is not None and index in grading_calls:
             marks[("judge_prompt",)] = grading_calls[index]
-        score, reason = aggregation.question_score(judgments[index])
+        score, reason = aggregation.question_score(own_judgments)
         substitutions = []
         # A question whose answer or examples failed never carries a score, even where the
         # reference-zero arithmetic judged a stand-in for it.
@@ -197,7 +204,7 @@ def build_records(
                 score, reason = None, f"score examples {kind}: {examples['unusable_reason']}"
             if reference and examples.get("substituted_error_text"):
                 substitutions.append(SUBSTITUTED_EXAMPLES)
-        if reference and any(j.get("substituted_error_text") for j in judgments[index]):
+        if reference and any(j.get("substituted_error_text") for j in own_judgments):
             substitutions.append(SUBSTITUTED_JUDGE)
         record = Marked({
             "schema": SAMPLES_SCHEMA,
@@ -217,7 +224,7 @@ def build_records(
             "answer_notes": list(answer.notes),
             "score_examples": examples,
             "judge_prompt": grading_prompts.get(index),
-            "judgments": judgments[index],
+            "judgments": own_judgments,
             "score": score,
             "unscored_reason": None if score is not None else reason,
         }, call_refs=marks)
@@ -225,6 +232,22 @@ def build_records(
             record["reference_substitutions"] = substitutions
         records.append(record)
     return records
+
+
+# What the results read of a record's score examples (all else in them is texts of calls).
+_KEPT_EXAMPLES_FIELDS = ("error", "unusable_reason", "substituted_error_text")
+
+
+def slim(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record as `task_results` and the reliability figures read it: its own fields, without the
+    texts of calls (prompts, score examples, judge prompt and replies), which samples.jsonl has.
+    Kept per sample while a run streams its records, so that memory does not hold every prompt."""
+    out = {k: v for k, v in record.items() if k not in ("prompt", "judge_prompt")}
+    examples = record.get("score_examples")
+    if examples is not None:
+        out["score_examples"] = {k: examples[k] for k in _KEPT_EXAMPLES_FIELDS if k in examples}
+    out["judgments"] = [{k: v for k, v in j.items() if k != "reply"} for j in record["judgments"]]
+    return out
 
 
 def upstream_failure(record: dict[str, Any]) -> bool:

@@ -2,8 +2,8 @@
 
 A batch job asks at once for the model under test's answers to its questions and for their score
 examples (examples need no answer), then, once both are back, for every judge's grading of the
-questions that can be judged, and returns a `BatchResult`. `finish_outcome` turns the results of
-all batches into the task's records and results. The stage-by-stage `evaluate` drives the same jobs
+questions that can be judged, and returns a `BatchResult`. `BatchRecords` turns each batch's result
+into its records as it arrives, and all of them into the task's results at the end. The stage-by-stage `evaluate` drives the same jobs
 in lockstep (`evaluate_in_lockstep`), so both paths share one implementation and give identical
 records for identical completions.
 
@@ -33,9 +33,11 @@ from rolebench_eval.task_api import (
     Evaluation,
     Job,
     ModelCall,
+    RecordStream,
     ReplyCheck,
     Sample,
     TaskOutcome,
+    finish_from_stream,
 )
 
 from . import outcome
@@ -169,71 +171,82 @@ def _guide(request: ChatRequest, regex: str | None) -> ChatRequest:
     return request if regex is None else replace(request, guided_regex=regex)
 
 
-def finish_outcome(
-    task: PersonaGymTask, samples: list[Sample], results: Sequence[BatchResult]
-) -> TaskOutcome:
-    """Records and results of the task from its batch jobs' results (in `jobs` order)."""
-    answers: list[Completion | None] = [None] * len(samples)
-    example_info: dict[int, dict[str, Any]] = {}
-    graded: list[list[int]] = []
-    grading_requests: list[ChatRequest] = []
-    grading_replies: list[Completion] = []
-    grading_sent: list[ChatRequest] = []
-    sent_prompts: dict[str, ChatRequest] = {}  # sample id -> the generation request its job sent
-    for result in results:
-        for index, sent_request in zip(result.questions, result.generation_sent):
-            sent_prompts[samples[index].sample_id] = sent_request
-        for index, answer in zip(result.questions, result.answers):
-            answers[index] = answer
-        example_info.update(result.example_info)
-        if result.graded:
+class BatchRecords(RecordStream):
+    """The task's records, batch job by batch job, and its results at the end.
+
+    Each batch's records are built as soon as its job's result arrives (in any order: a record's
+    `batch` is its batch job's position among the task's batches); what is kept for the results
+    is each record without the texts of calls (`outcome.slim`), so a streamed run holds no prompt
+    or reply of a finished batch. `close` puts them back in job order, which is sample order
+    (`PersonaGymTask.batches` groups consecutive samples), as samples.jsonl lists them."""
+
+    def __init__(self, task: PersonaGymTask, samples: list[Sample]):
+        self.task = task
+        self.samples = samples
+        self.kept: dict[int, list[dict[str, Any]]] = {}  # per batch job: its slim records
+        self.reference: dict[int, list[dict[str, Any]]] = {}  # per batch job: reference scores
+        self.covered = 0
+
+    def add(self, index: int, value: Any) -> list[dict[str, Any]]:
+        result: BatchResult = value
+        task, samples = self.task, self.samples
+        reference = task.reference_zero
+        judges = task.settings.judges
+        graded = [result.graded] if result.graded else []
+        sent = result.grading_sent or [result.grading_request] * len(result.grading_replies)
+        judgments, reference_batches = outcome.collect_judgments(
+            samples, graded, judges, result.grading_replies, reference, sent, first_batch=index
+        )
+        self.reference[index] = reference_batches
+        grading_prompts = {}
+        grading_calls = {}
+        if graded:
             assert result.grading_request is not None
-            graded.append(result.graded)
-            grading_requests.append(result.grading_request)
-            grading_replies += result.grading_replies
-            grading_sent += result.grading_sent or [result.grading_request] * len(result.grading_replies)
-    missing = [samples[i].sample_id for i, a in enumerate(answers) if a is None]
-    if missing:
-        # A driver bug, not bad input: the results must cover every sample of `jobs(samples)`.
-        raise ValueError(f"PersonaGym finish: no job result for samples {missing[:3]}")
-    complete = [a for a in answers if a is not None]
-    reference = task.reference_zero
-    judges = task.settings.judges
-    judgments, reference_batches = outcome.collect_judgments(
-        samples, graded, judges, grading_replies, reference, grading_sent
-    )
-    grading_prompts = {}
-    grading_calls = {}
-    for number, (batch, request) in enumerate(zip(graded, grading_requests)):
-        prompt = request.messages_json()
-        # The judge prompt is the same request to every judge: the record refers to the call of
-        # the first judge that has one stored (a budget may have refused a call: no line).
-        replies = grading_replies[number * len(judges) : (number + 1) * len(judges)]
-        sent = next((k for k, r in enumerate(replies) if not (r.error or "").startswith(NOT_SENT_PREFIX)), 0)
-        call = CallRef(judges[sent].role, grading_sent[number * len(judges) + sent], replies[sent], "prompt")
-        for index in batch:
-            grading_prompts[index] = prompt
-            grading_calls[index] = call
-    records = outcome.build_records(
-        task.name,
-        samples,
-        complete,
-        judgments,
-        example_info,
-        grading_prompts,
-        # The request objects the jobs sent: their keys are computed already (requests.py).
-        lambda sample: sent_prompts.get(sample.sample_id) or task.generation_request(sample),
-        reference,
-        grading_calls,
-    )
-    results_section = outcome.task_results(
-        records,
-        reference_batches,
-        [j.label for j in judges],
-        task.settings.unscored_policy,
-        task.metric_names(),
-    )
-    return TaskOutcome(records, results_section, list(task.warnings))
+            prompt = result.grading_request.messages_json()
+            # The judge prompt is the same request to every judge: the record refers to the call
+            # of the first judge that has one stored (a budget may have refused a call: no line).
+            replies = result.grading_replies
+            first = next((k for k, r in enumerate(replies) if not (r.error or "").startswith(NOT_SENT_PREFIX)), 0)
+            call = CallRef(judges[first].role, sent[first], replies[first], "prompt")
+            for index in result.graded:
+                grading_prompts[index] = prompt
+                grading_calls[index] = call
+        # The request objects the job sent: their keys are computed already (requests.py).
+        requests = {samples[i].sample_id: r for i, r in zip(result.questions, result.generation_sent)}
+        records = outcome.build_records(
+            task.name,
+            samples,
+            dict(zip(result.questions, result.answers)),
+            judgments,
+            result.example_info,
+            grading_prompts,
+            lambda sample: requests.get(sample.sample_id) or task.generation_request(sample),
+            reference,
+            grading_calls,
+            indices=result.questions,
+        )
+        self.covered += len(result.questions)
+        self.kept[index] = [outcome.slim(r) for r in records]
+        return records
+
+    @property
+    def reference_batches(self) -> list[dict[str, Any]]:
+        return [b for index in sorted(self.reference) for b in self.reference[index]]
+
+    def close(self) -> TaskOutcome:
+        if self.covered != len(self.samples):
+            # A driver bug, not bad input: the results must cover every sample of `jobs(samples)`.
+            raise ValueError(f"PersonaGym: job results cover {self.covered} of {len(self.samples)} samples")
+        task = self.task
+        kept = [r for index in sorted(self.kept) for r in self.kept[index]]
+        results_section = outcome.task_results(
+            kept,
+            self.reference_batches,
+            [j.label for j in task.settings.judges],
+            task.settings.unscored_policy,
+            task.metric_names(),
+        )
+        return TaskOutcome(kept, results_section, list(task.warnings))
 
 
 def evaluate_in_lockstep(
@@ -271,4 +284,5 @@ def evaluate_in_lockstep(
         else:
             raise RuntimeError("a PersonaGym batch job yielded more than twice")
         offset += len(calls)
-    return finish_outcome(task, samples, [r for r in results if r is not None])
+    assert all(r is not None for r in results), "a PersonaGym batch job did not end"
+    return finish_from_stream(BatchRecords(task, samples), results)

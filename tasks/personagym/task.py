@@ -12,7 +12,7 @@ from rolebench_eval.errors import DataError, UsageError, unknown
 from rolebench_eval.questions.question_sets import QuestionSet, load_set
 from rolebench_eval.judges.rubric_judge import RubricPrompts
 from rolebench_eval.requests import ChatRequest, Completion, GenerationParams, Message
-from rolebench_eval.task_api import Evaluation, Job, RunSettings, Sample, Task, TaskOutcome
+from rolebench_eval.task_api import Evaluation, Job, RunSettings, Sample, Task
 from rolebench_eval.task_registry import TaskSpec
 
 from . import aggregation, pipeline
@@ -223,8 +223,8 @@ class PersonaGymTask(Task):
         pipeline.check_judges(self)
         return [pipeline.batch_job(self, samples, batch) for batch in self.batches(samples)]
 
-    def finish(self, samples: list[Sample], results: list[Any]) -> TaskOutcome:
-        return pipeline.finish_outcome(self, samples, results)
+    def record_stream(self, samples: list[Sample]) -> pipeline.BatchRecords:
+        return pipeline.BatchRecords(self, samples)
 
     def evaluate(self, samples: list[Sample], answers: list[Completion]) -> Evaluation:
         return pipeline.evaluate_in_lockstep(self, samples, answers)

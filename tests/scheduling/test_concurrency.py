@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from rolebench_eval.scheduling.concurrency import ConcurrencyController, ControllerSettings
+from rolebench_eval.scheduling.slow_start import RoundStats, StartLog
 
 
 class Clock:
@@ -36,10 +37,11 @@ class Trace:
 
 
 def run_batching_server(controller: ConcurrencyController, clock: Clock, *, slots: int, gain: float,
-                        step_s: float, duration_s: float, seed: int = 0) -> Trace:
-    """A continuous-batching server with unlimited work offered: `slots` sequences run, more
-    queue; a step gives each running sequence a token and costs step_s * (1 + alpha (batch-1)).
-    Throughput rises with the batch up to `slots` (the knee) and is flat beyond."""
+                        step_s: float, duration_s: float, seed: int = 0, demand: int | None = None) -> Trace:
+    """A continuous-batching server with unlimited work offered (or at most `demand` requests
+    at a time): `slots` sequences run, more queue; a step gives each running sequence a token and
+    costs step_s * (1 + alpha (batch-1)). Throughput rises with the batch up to `slots` (the
+    knee) and is flat beyond."""
     alpha = (slots / gain - 1) / (slots - 1)
     rng = random.Random(seed)
     waiting: deque[list[float]] = deque()
@@ -47,10 +49,10 @@ def run_batching_server(controller: ConcurrencyController, clock: Clock, *, slot
     trace = Trace([], [])
     in_flight = 0
     while clock.t < duration_s:
-        while controller.can_start(in_flight):
-            controller.on_start()
+        while controller.can_start(in_flight) and (demand is None or in_flight < demand):
+            ticket = controller.on_start()
             tokens = rng.randint(20, 60)
-            waiting.append([tokens, clock.t, tokens])
+            waiting.append([tokens, clock.t, tokens, ticket])
             in_flight += 1
             trace.requests += 1
         while waiting and len(running) < slots:
@@ -65,7 +67,7 @@ def run_batching_server(controller: ConcurrencyController, clock: Clock, *, slot
             seq[0] -= 1
             if seq[0] <= 0:
                 in_flight -= 1
-                controller.on_success(clock.t - seq[1], int(seq[2]))
+                controller.on_success(clock.t - seq[1], int(seq[2]), seq[3])
                 trace.tokens.append((clock.t, int(seq[2])))
             else:
                 still.append(seq)
@@ -80,19 +82,19 @@ def run_rate_limited_api(controller: ConcurrencyController, clock: Clock, *, rat
     A 429 is retried later (the work is not lost), so it is a failed attempt, not a failed call."""
     trace = Trace([], [])
     level = rate
-    ends: list[float] = []
+    ends: list[tuple[float, int]] = []  # (reply time, ticket)
     while clock.t < duration_s:
-        while ends and ends[0] <= clock.t:
-            heapq.heappop(ends)
-            controller.on_success(latency_s, 50)
+        while ends and ends[0][0] <= clock.t:
+            _, ticket = heapq.heappop(ends)
+            controller.on_success(latency_s, 50, ticket)
             trace.tokens.append((clock.t, 50))
         level = min(rate, level + tick_s * rate)
         while controller.can_start(len(ends)):
-            controller.on_start()
+            ticket = controller.on_start()
             trace.requests += 1
             if level >= 1.0:
                 level -= 1.0
-                heapq.heappush(ends, clock.t + latency_s)
+                heapq.heappush(ends, (clock.t + latency_s, ticket))
             else:
                 trace.failures += 1
                 controller.on_failure("rate_limited", retry_after_s=(1.0 - level) / rate)
@@ -120,6 +122,82 @@ def test_finds_a_bigger_server_from_the_same_start() -> None:
     trace = run_batching_server(controller, clock, slots=128, gain=40.0, step_s=0.002, duration_s=120)
     assert trace.throughput(60, 120) >= 0.9 * 40.0 / 0.002
     assert trace.mean_limit(60, 120) <= 128 * 1.5
+
+
+def test_slow_start_doubles_per_short_round_not_per_long_window() -> None:
+    # From 4 to a 128-slot server's knee is five doublings. The earlier slow start doubled once
+    # per window of two mean latencies after a warm-up of one (~3 latencies per doubling): it
+    # reached 128 after 2.85 s here and made 37% of the peak over the first 3 s. Rounds that end
+    # after the quickest eighth of their replies (slow_start.py) take about one.
+    clock = Clock()
+    controller = ConcurrencyController(ControllerSettings(initial=4, max_concurrency=512), clock=clock)
+    trace = run_batching_server(controller, clock, slots=128, gain=40.0, step_s=0.002, duration_s=20)
+    reached = next(t for t, limit in trace.limits if limit >= 128)
+    latency_at_knee = 40 * 0.002 * (1 + (128 / 40 - 1) / 127 * 127)  # mean tokens x step at 128
+    assert reached <= 1.5 and reached <= 6 * latency_at_knee, reached
+    assert trace.throughput(0, 3) >= 0.7 * 40.0 / 0.002
+    assert max(limit for _, limit in trace.limits) <= 256  # one doubling past the knee at most
+
+
+def test_slow_start_from_above_the_knee_comes_back_to_it() -> None:
+    # Started above the knee (64 on 32 slots), the first doubling buys nothing: slow start ends
+    # at where it started, and the probe settles near the knee instead of queueing at the cap.
+    clock = Clock()
+    controller = ConcurrencyController(ControllerSettings(initial=64, max_concurrency=256), clock=clock)
+    trace = run_batching_server(controller, clock, slots=32, gain=8.0, step_s=0.005, duration_s=120)
+    assert max(limit for _, limit in trace.limits) == 128
+    assert trace.mean_limit(60, 120) <= 1.5 * 32
+    assert trace.throughput(60, 120) >= 0.9 * 8.0 / 0.005
+
+
+def test_slow_start_does_not_double_what_the_caller_does_not_use() -> None:
+    # At most 10 requests offered at a time: a doubling past what the caller fills is taken back,
+    # so the limit never runs far ahead of the use (when more work comes, it has not measured it).
+    clock = Clock()
+    controller = ConcurrencyController(ControllerSettings(initial=4, max_concurrency=256), clock=clock)
+    trace = run_batching_server(controller, clock, slots=256, gain=62.0, step_s=0.001, duration_s=20,
+                                demand=10)
+    assert max(limit for _, limit in trace.limits) <= 20
+    assert 8 <= controller.limit <= 20
+
+
+def test_a_failure_in_slow_start_cuts_the_limit_and_ends_the_doubling() -> None:
+    clock = Clock()
+    controller = ConcurrencyController(ControllerSettings(initial=32, max_concurrency=256), clock=clock)
+    for _ in range(32):
+        controller.on_start()
+    controller.on_success(0.1, 50)
+    controller.on_failure("server_error")  # no Retry-After: too much load
+    assert controller.limit == 22 and controller.decreases == 1
+    # Then a fast server below its knee: no more doubling; the limit stays under the ceiling the
+    # failure left (31) until that ceiling rises (`ceiling_windows` windows later).
+    trace = run_batching_server(controller, clock, slots=256, gain=62.0, step_s=0.001, duration_s=5)
+    assert max(limit for _, limit in trace.limits) <= 31
+
+
+def test_doubling_stops_at_the_cap_even_between_powers_of_two() -> None:
+    clock = Clock()
+    controller = ConcurrencyController(ControllerSettings(initial=4, max_concurrency=48), clock=clock)
+    trace = run_batching_server(controller, clock, slots=256, gain=62.0, step_s=0.001, duration_s=20)
+    assert sorted({limit for _, limit in trace.limits}) == [4, 8, 16, 32, 48]
+    assert controller.limit == 48
+
+
+def test_a_reply_counts_at_the_number_in_flight_when_it_was_sent() -> None:
+    # A burst of five in one dispatch (no reply between the starts) counts as five for each of
+    # them, by ticket or, for a caller that passes no ticket, by send time.
+    log = StartLog()
+    tickets = [log.record(0.0, n) for n in range(1, 6)]
+    log.reply()
+    refill = log.record(0.5, 5)  # a reply freed a slot: a start of its own, at 5 in flight
+    assert tickets == [0, 1, 2, 3, 4] and refill == 5 and log.issued == 6
+    assert [log.sent_with(t) for t in tickets] == [5] * 5 and log.sent_with(refill) == 5
+    assert log.ticket_at(0.2) == 4 and log.ticket_at(0.7) == 5 and log.ticket_at(-1.0) is None
+    assert log.sent_with(None) is None and log.sent_with(6) is None
+    stats = RoundStats()
+    stats.add(8, 100, 0.5)  # 8 in flight, 100 tokens in 0.5 s: 1,600 tokens/s for all 8
+    stats.add(8, 50, 0.25)
+    assert stats.throughput() == pytest.approx(1600.0) and stats.in_flight() == pytest.approx(8.0)
 
 
 def test_stays_at_the_cap_below_the_knee() -> None:
