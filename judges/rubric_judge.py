@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from rolebench_eval.requests import ChatRequest, GenerationParams, Message
 
@@ -64,6 +65,9 @@ def score_examples_request(
     return ChatRequest((Message("user", wrapper.format(rubrics=str(inner))),), params)
 
 
+# A reply is processed by its content check, by the delivery to its batch's questions and by the
+# reader of samples.jsonl: remembered for the replies of the batches in flight (a pure function).
+@lru_cache(maxsize=4096)
 def process_examples(reply: str) -> str:
     """Post-process an examples reply into the `score_example` text (reference algorithm)."""
     matches = _EXAMPLE_PATTERN.findall(reply)

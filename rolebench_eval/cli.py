@@ -256,6 +256,10 @@ def _ls(args: argparse.Namespace) -> int:
         for name, protocol in PROTOCOLS.items():
             print(f"  {name:<22} {protocol.description}")
         print("  rolellm                RoleBench: ROUGE-L CUS/RAW/SPE, and win rate against RoleGPT with --judge")
+        print("  rpbench-auto           RPBench-Auto: the judge plays the user; each round it picks the model's or the "
+              "baseline's reply (both orders by default), the dialogue goes on with the winner; win rate over dialogues")
+        print("  pingpong-v2            PingPong v2: a simulated user (--user-model) talks with the character; judges score "
+              "every player turn 1-5 per criterion; means over dialogues, refusals counted")
         print("role-play templates:")
         for name, template in TEMPLATES.items():
             print(f"  {name:<22} PersonaGym: {template.source}")

@@ -18,6 +18,9 @@ from rolebench_eval import cli_checks
 from rolebench_eval.cli_checks import positive_int
 from rolebench_eval.errors import EXIT_INCOMPLETE, EXIT_OK
 
+# `rbe questions generate`'s backend flags and their defaults (checked against the generator's backend).
+GENERATE_DEFAULTS = {"batch_size": 16, "concurrency": None, "request_timeout": 120.0, "device": "auto"}
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
@@ -50,10 +53,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="USD per million input and output tokens (as for rbe run)")
     g.add_argument("--budget-usd", type=cli_checks.positive_float, metavar="X", help="stop before the estimated cost exceeds X")
     g.add_argument("--max-calls", type=positive_int, metavar="N", help="send at most N calls (exit 3; a rerun continues)")
-    g.add_argument("--batch-size", type=positive_int, default=16, help="prompts per batch (hf)")
+    g.add_argument("--batch-size", type=positive_int, default=GENERATE_DEFAULTS["batch_size"], help="prompts per batch (hf)")
     g.add_argument("--concurrency", type=positive_int, help="pin the requests in flight (openai)")
-    g.add_argument("--request-timeout", type=cli_checks.positive_float, default=120.0, help="seconds per API request")
-    g.add_argument("--device", default="auto", help="hf")
+    g.add_argument("--request-timeout", type=cli_checks.positive_float, default=GENERATE_DEFAULTS["request_timeout"],
+                   help="seconds per API request (openai)")
+    g.add_argument("--device", default=GENERATE_DEFAULTS["device"], help="hf")
     g.add_argument("--no-wait", action="store_true", help="exit 2 if another rbe holds the folder")
     g.add_argument("--no-progress", action="store_true", help="no progress display")
 
@@ -95,6 +99,11 @@ def _generate(args: argparse.Namespace) -> int:
     cli_checks.check_not_blank({"--generator": args.generator, "--generator-base-url": args.generator_base_url,
                                 "--column": args.column})
     cli_checks.check_prices(args.price)
+    # As `rbe run` does: a backend flag the generator's backend does not read is refused.
+    from rolebench_eval.models import judge_spec
+
+    backend = judge_spec(args.generator, args.generator_base_url).backend
+    cli_checks.check_backend_flags(args, GENERATE_DEFAULTS, backend, {backend})
     config = GenerateConfig(
         personas=args.personas, generator=args.generator, output=args.output, num_questions=args.num_questions,
         column=args.column, strict=args.strict, limit=args.limit, max_tokens=args.max_tokens,

@@ -161,7 +161,12 @@ class ProgressDisplay:
         if not completion.ok:
             state.failed += 1
         if made:
-            state.recent.append((self.clock(), completion.usage.completion_tokens or 0))
+            now = self.clock()
+            state.recent.append((now, completion.usage.completion_tokens or 0))
+            # Trimmed here too, not only when drawn: with no display nothing else would, and the
+            # deque would hold every call of the run.
+            while state.recent[0][0] < now - self.window_s:
+                state.recent.popleft()
         self.refresh()
 
     # -- rendering -----------------------------------------------------------------------------

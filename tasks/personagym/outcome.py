@@ -235,18 +235,25 @@ def build_records(
 
 
 # What the results read of a record's score examples (all else in them is texts of calls).
+# What the results (`task_results`) and the reliability figures (judge_reliability.py) read of a
+# record, of its score examples and of each judgment: all the rest is in samples.jsonl.
+_KEPT_FIELDS = ("task", "sample_id", "unit", "metric", "score", "unscored_reason", "empty_answer", "answer",
+                "answer_error", "score_examples", "judgments", "reference_substitutions")
 _KEPT_EXAMPLES_FIELDS = ("error", "unusable_reason", "substituted_error_text")
+_KEPT_JUDGMENT_FIELDS = ("judge", "batch_position", "score", "unscored_reason", "substituted_error_text",
+                         "reference_batch_score")
 
 
 def slim(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A record as `task_results` and the reliability figures read it: its own fields, without the
-    texts of calls (prompts, score examples, judge prompt and replies), which samples.jsonl has.
-    Kept per sample while a run streams its records, so that memory does not hold every prompt."""
-    out = {k: v for k, v in record.items() if k not in ("prompt", "judge_prompt")}
+    """A record as `task_results` and the reliability figures read it, without the texts of calls
+    (prompts, score examples, judge prompt and replies) or anything else they do not read, which
+    samples.jsonl has. Kept per sample while a run streams its records, so that memory does not
+    hold every prompt (the answer stays: the length-bias figure reads its length)."""
+    out = {k: record[k] for k in _KEPT_FIELDS if k in record}
     examples = record.get("score_examples")
     if examples is not None:
         out["score_examples"] = {k: examples[k] for k in _KEPT_EXAMPLES_FIELDS if k in examples}
-    out["judgments"] = [{k: v for k, v in j.items() if k != "reply"} for j in record["judgments"]]
+    out["judgments"] = [{k: j[k] for k in _KEPT_JUDGMENT_FIELDS if k in j} for j in record["judgments"]]
     return out
 
 

@@ -251,3 +251,19 @@ def test_judge_based_check_reports_misfits_and_unscored(tmp_path: Path, monkeypa
     assert main(args) == EXIT_OK  # a rerun makes no call that was answered
     capsys.readouterr()
     assert len(double.requests) == 12 + 3
+
+
+@pytest.mark.parametrize(("generator", "flag", "says"), [
+    ("embedded", ["--concurrency", "4"], "--concurrency applies to the openai backend only; this run uses hf"),
+    ("gpt-4o", ["--batch-size", "4"], "--batch-size applies to the hf/lm-eval backends only; this run uses openai"),
+    ("gpt-4o", ["--device", "cpu"], "--device applies to the hf/lm-eval backends only"),
+    ("embedded", ["--request-timeout", "5"], "--request-timeout applies to the openai backend only"),
+])
+def test_generate_refuses_a_backend_flag_its_generator_does_not_read(tmp_path: Path, capsys, generator: str,
+                                                                      flag: list[str], says: str) -> None:
+    personas = tmp_path / "p.txt"
+    personas.write_text("A retired sailor who paints lighthouses.\n")
+    args = ["questions", "generate", "--personas", str(personas), "--generator", generator, "--output", str(tmp_path / "set")]
+    assert main([*args, *flag]) == EXIT_USAGE
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "set").exists()  # refused before anything was written

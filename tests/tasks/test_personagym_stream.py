@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from rolebench_eval.analysis.judge_reliability import reliability
 from rolebench_eval.requests import Completion
 from rolebench_eval.task_api import MODEL_ROLE, JudgeSpec, ModelCall, RunSettings, finish_from_stream
 from rolebench_eval.task_registry import build_task, discover
@@ -23,9 +24,10 @@ def respond(call: ModelCall) -> Completion:
     return Completion(text=" ".join(f"({k}) Evaluation: fine. Therefore, the final score is {1 + k % 5}" for k in range(1, max(n, 1) + 1)))
 
 
-@pytest.mark.parametrize("protocol", ["personagym", "opencharacter"])
-def test_personagym_stream_keeps_no_call_text_and_gives_finish_s_records_and_results(protocol: str) -> None:
-    task = build_task(discover().tasks["personagym"], RunSettings(limit=2, protocol=protocol,
+@pytest.mark.parametrize(("protocol", "policy"), [("personagym", "exclude"), ("opencharacter", "exclude"),
+                                                  ("personagym", "reference-zero")])
+def test_personagym_stream_keeps_no_call_text_and_gives_finish_s_records_and_results(protocol: str, policy: str) -> None:
+    task = build_task(discover().tasks["personagym"], RunSettings(limit=2, protocol=protocol, unscored_policy=policy,
                                                                   judges=(JudgeSpec("j1"), JudgeSpec("j2"))))
     samples = task.samples()
     stream = task.record_stream(samples)
@@ -43,8 +45,9 @@ def test_personagym_stream_keeps_no_call_text_and_gives_finish_s_records_and_res
     closed = stream.close()
     # The results from the kept (slim) records equal those from the full records.
     labels = ["j1", "j2"]
-    full = outcome.task_results(streamed, stream.reference_batches, labels, "exclude", task.metric_names())
+    full = outcome.task_results(streamed, stream.reference_batches, labels, policy, task.metric_names())
     assert json.dumps(closed.results, sort_keys=True) == json.dumps(full, sort_keys=True)
+    assert reliability(closed.records) == reliability(streamed) and reliability(streamed) is not None
     scored = sum(r["score"] is not None for r in streamed)
     assert closed.results["items"]["n"] == len(samples) == 100 and closed.results["items"]["n_scored"] == scored > 50
     assert [r["sample_id"] for r in streamed] == [s.sample_id for s in samples]
