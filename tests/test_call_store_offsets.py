@@ -65,3 +65,26 @@ def test_a_file_changed_under_the_run_is_a_one_line_error(tmp_path: Path) -> Non
     path.write_text(path.read_text().replace('"key": "k"', '"key": "z"'))
     with pytest.raises(RunDirectoryError, match="changed while this run used it"):
         reading.answer("k")
+
+
+def test_the_index_reads_a_calls_file_only_as_far_as_needed_and_finds_a_later_line(tmp_path: Path) -> None:
+    from rolebench_eval.running.call_index import CallIndex
+    from rolebench_eval.running.call_refs import text_sha
+
+    store = CallStore(tmp_path / "calls" / "judging.jsonl")
+    store.append("k1", "m", "s", request("q1"), Completion(text="first try", error="unusable reply: no verdict"))
+    for n in range(3000):
+        store.append(f"f{n}", "m", "s", request(f"filler {n}"), Completion(text="x"))
+    store.append("k1", "m", "s", request("q1"), Completion(text="second try"))
+    store.close()
+    index = CallIndex(tmp_path)
+    assert index.resolve({"$call": "k1", "file": "judging", "part": "prompt"}) == [{"content": "q1", "role": "user"}]
+    assert "f2999" not in index._scan_of("judging").positions  # stopped after the first line of k1
+    reply = {"$call": "k1", "file": "judging", "part": "reply", "sha": text_sha("second try")}
+    assert index.resolve(reply) == "second try"  # on a later line: the rest of the file was read
+    assert index.resolve({**reply, "sha": text_sha("first try")}) == "first try"
+    with pytest.raises(RunDirectoryError, match="holds no reply with hash"):
+        index.resolve({**reply, "sha": text_sha("never")})
+    with pytest.raises(RunDirectoryError, match="is missing"):
+        index.resolve({"$call": "nope", "file": "judging", "part": "prompt"})
+    index.close()

@@ -41,7 +41,7 @@ from rolebench_eval.scheduling.budget import Budget
 from rolebench_eval.scheduling.lanes import BatchLane, DeviceToken, Lane, LazyLane
 from rolebench_eval.scheduling.pricing import price_table
 from rolebench_eval.scheduling.progress import Observers, ProgressDisplay
-from rolebench_eval.scheduling.scheduler import RoleBinding, Scheduler
+from rolebench_eval.scheduling.scheduler import RoleBinding, Scheduler, rare_collections
 from rolebench_eval.running.sibling_runs import record_reuse, sibling_calls
 from rolebench_eval.task_api import MODEL_ROLE, JudgeSpec, RunSettings, Task, TaskOutcome
 from rolebench_eval.task_registry import TaskSpec, build_task, canonical_setting, check_task_options, discover
@@ -242,7 +242,8 @@ class Runner:
 
     def run(self) -> RunResult:
         try:
-            return self._run()
+            with rare_collections():  # the calls, and the records and reports made from them
+                return self._run()
         finally:
             if self._lock is not None:
                 self._lock.release()

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -35,12 +36,27 @@ NOT_SENT = "not sent: "
 # requests queued at the start). 512 jobs keep at least 512 calls ready (a PersonaGym-Light job
 # asks 2 at once, then 1; a full PersonaGym one up to 10), twice the most slots an endpoint is
 # given (256), and 2,048 calls bound what jobs of a large fan-out queue; a local engine gets them
-# as its batch. What a run holds is then flat in the number of samples beyond 512 jobs (full
-# PersonaGym: 50 personas; bench/bench_scheduler_overhead.py). A job that ends, or calls that
-# come back, let the next job start.
+# as its batch. What the live jobs hold is then bounded whatever the number of samples (full
+# PersonaGym: ~380 live jobs from 100 personas on; bench/bench_scheduler_overhead.py). A job that
+# ends, or calls that come back, let the next job start.
 MAX_LIVE_JOBS = 512
 MAX_QUEUED_CALLS = 2048
 GC_THRESHOLD = 50_000  # allocations between two young-generation collections during a run
+
+
+@contextmanager
+def rare_collections() -> Iterator[None]:
+    """The cyclic collector every GC_THRESHOLD allocations instead of 700, the old setting after.
+
+    It ran every 700 allocations over a heap of live jobs, futures and completions: a fifth of
+    the client's CPU per call (bench_scheduler_overhead.py), and a tenth of a re-derive's records
+    and reports (bench_cached_rerun.py). Cycles are still collected, less often."""
+    previous = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, *previous[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
 
 
 @dataclass(frozen=True)
@@ -101,18 +117,9 @@ class Scheduler:
         With `on_done`, each job's value is handed to `on_done(index, value)` the moment the job
         ends (in the order jobs end) and is not kept: the returned list is then all None. Jobs
         start in their order, at most `max_live_jobs` run at once, and none starts while
-        `max_queued_calls` calls wait for replies; so when job i is still running no job after
-        i + max_live_jobs - 1 has started: a caller that puts the values back in job order never
-        holds more than max_live_jobs of them."""
-        # The cyclic collector ran every 700 allocations over a heap of live jobs, futures and
-        # completions: a fifth of the client's CPU per call (bench_scheduler_overhead.py). Rarer
-        # collections while the calls run (cycles are still collected), the old setting after.
-        previous = gc.get_threshold()
-        gc.set_threshold(GC_THRESHOLD, *previous[1:])
-        try:
+        `max_queued_calls` calls wait for replies."""
+        with rare_collections():
             return asyncio.run(self._run_all(jobs, on_done))
-        finally:
-            gc.set_threshold(*previous)
 
     async def _run_all(self, jobs: Sequence[Job], on_done: Callable[[int, Any], None] | None) -> list[Any]:
         values: list[Any] = [None] * len(jobs)
