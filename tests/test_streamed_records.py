@@ -132,3 +132,25 @@ def test_a_killed_run_s_parts_are_removed_and_a_failed_one_s_discarded(tmp_path:
     sink.add("a", [{"x": 1}])
     sink.discard()
     assert not (tmp_path / PARTS_FOLDER).exists() and not (tmp_path / rd.SAMPLES).exists()
+
+
+def test_a_job_s_value_is_freed_once_handed_over_not_kept_by_its_worker(tmp_path: Path) -> None:
+    import weakref
+
+    class Value:  # what a job returns; weakly referenced to see when it is freed
+        pass
+
+    def job(k: int):  # noqa: ANN202
+        yield [ask(f"q{k}")]
+        return Value()
+
+    handed: list[weakref.ref] = []
+    alive_when_next_ended: list[int] = []
+
+    def on_done(index: int, value: Any) -> None:
+        # Every earlier value was dropped by the consumer (this one): none may still be alive.
+        alive_when_next_ended.append(sum(ref() is not None for ref in handed))
+        handed.append(weakref.ref(value))
+
+    scheduler(tmp_path, max_live_jobs=2).run([job(k) for k in range(8)], on_done)
+    assert len(handed) == 8 and alive_when_next_ended == [0] * 8
