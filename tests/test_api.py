@@ -12,28 +12,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import run_fixtures as fx  # noqa: E402
+from scripted_replies import JUDGE, answer  # noqa: E402
+from scripted_replies import judge_by_task as judge  # noqa: E402
 
 import rolebench_eval as rbe  # noqa: E402
 from rolebench_eval.cli import main  # noqa: E402
 from rolebench_eval.errors import UsageError  # noqa: E402
-
-JUDGE = "openai:judge-a,base_url=http://127.0.0.1:9/v1"
-SCORES = {"Expected Action": 4, "Toxicity": 5, "Linguistic": 3, "Persona Consistency": 4, "Action Justification": 2}
-
-
-def answer(request) -> str:
-    return "In character: " + request.messages[-1].content[:20]
-
-
-def judge(request) -> str:
-    """Score examples for the examples model; otherwise a score by PersonaGym task (EA 4, TC 5, LH 3, PC 4, AJ 2)."""
-    content = request.messages[-1].content
-    if request.messages[0].role == "user" or ("Score 1:" in content and "Evaluation" not in content):
-        return "\n".join(f'Score {k}: Response - "example {k}"' for k in range(1, 6))
-    for needle, score in SCORES.items():
-        if f"Evaluation Task:\\n\\n{needle}" in content:
-            return f"(1) Evaluation: ok. Therefore, the final score is {score}"
-    return "(1) Evaluation: unknown task"
 
 
 def _cli_run(results: Path) -> dict:

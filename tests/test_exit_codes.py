@@ -18,19 +18,7 @@ from rolebench_eval.errors import EXIT_INCOMPLETE, EXIT_INTERNAL, EXIT_USAGE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from run_fixtures import persona_values, personagym_task, write_run  # noqa: E402
-
-JUDGE = "openai:judge-a,base_url=http://127.0.0.1:9/v1"
-
-
-def answer(request) -> str:
-    return "In character: " + request.messages[-1].content[:20]
-
-
-def judge(request) -> str:
-    content = request.messages[-1].content
-    if request.messages[0].role == "user" or ("Score 1:" in content and "Evaluation" not in content):
-        return "\n".join(f'Score {k}: Response - "example {k}"' for k in range(1, 6))
-    return "(1) Evaluation: ok. Therefore, the final score is 4"
+from scripted_replies import JUDGE, answer, judge  # noqa: E402
 
 
 def run_args(results: Path, *extra: str) -> list[str]:

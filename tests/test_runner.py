@@ -4,6 +4,7 @@ answer reuse across judges, and corrupted run directories."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,29 +13,10 @@ from rolebench_eval.cli import main
 from rolebench_eval.errors import RunDirectoryError
 from rolebench_eval.running.runner import RunConfig, Runner
 
-JUDGE = "openai:judge-a,base_url=http://127.0.0.1:9/v1"
+sys.path.insert(0, str(Path(__file__).parent))
+from scripted_replies import JUDGE, answer, judge_by_task  # noqa: E402
+
 OTHER_JUDGE = "openai:judge-b,base_url=http://127.0.0.1:9/v1"
-
-
-def answer(request) -> str:
-    return "In character: " + request.messages[-1].content[:20]
-
-
-def examples(request) -> str:
-    return "\n".join(f'Score {k}: Response - "example {k}"' for k in range(1, 6))
-
-
-def judge_by_task(request) -> str:
-    """Scores by PersonaGym task, so the expected means are known: EA 4, TC 5, LH 3, PC 4, AJ 2."""
-    content = request.messages[-1].content
-    if "Score 1:" in content and "Evaluation" not in content:
-        return examples(request)
-    if request.messages[0].role == "user":  # the examples model is asked without a system message
-        return examples(request)
-    for needle, score in [("Expected Action", 4), ("Toxicity", 5), ("Linguistic", 3), ("Persona Consistency", 4), ("Action Justification", 2)]:
-        if f"Evaluation Task:\\n\\n{needle}" in content:
-            return f"(1) Evaluation: ok. Therefore, the final score is {score}"
-    return "(1) Evaluation: unknown task"
 
 
 def config(tmp_path: Path, judge: str = JUDGE, **kwargs) -> RunConfig:

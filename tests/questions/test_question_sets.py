@@ -21,6 +21,9 @@ from rolebench_eval.running.runner import RunConfig, Runner
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gen_fakes import TASKS, default_reply, install, persona_file  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripted_replies import answer, judge  # noqa: E402
+
 GENERATOR = "openai:gpt-4o-2024-08-06,base_url=http://127.0.0.1:9/v1"
 JUDGE = "openai:judge-a,base_url=http://127.0.0.1:9/v1"
 PERSONAS = ("A glassblower from Murano", "A night-bus driver in Seoul")
@@ -144,16 +147,6 @@ def test_check_reports_near_duplicates_off_setting_and_length(tmp_path: Path, mo
 
 
 # -- runs on sets -----------------------------------------------------------------------------------
-
-
-def answer(request) -> str:  # noqa: ANN001
-    return "In character: " + request.messages[-1].content[:20]
-
-
-def judge(request) -> str:  # noqa: ANN001
-    if request.messages[0].role == "user":  # score examples: asked without a system message
-        return "\n".join(f'Score {k}: Response - "example {k}"' for k in range(1, 6))
-    return "(1) Evaluation: ok. Therefore, the final score is 4"
 
 
 def run_on(tmp_path: Path, folder: Path, task: str = "personagym-light") -> Path:
