@@ -39,7 +39,6 @@ class SampleSink:
         # Per task: (job index, offset, length) of each job's lines in its part file.
         self._spans: dict[str, list[tuple[int, int, int]]] = {name: [] for name in self._names}
         self._ends = {name: 0 for name in self._names}
-        self.counts = {name: 0 for name in self._names}
 
     def add(self, task: str, records: Iterable[dict[str, Any]], job: int = 0) -> None:
         """Encode and append the records of job `job` of `task` (in their order)."""
@@ -55,10 +54,12 @@ class SampleSink:
         encoder = RecordEncoder(self._roles)
         lines = [json.dumps(encoder.encode(r), ensure_ascii=False) + "\n" for r in records]
         data = "".join(lines).encode("utf-8")
-        handle.write(data)
+        try:
+            handle.write(data)
+        except OSError as exc:  # a full disk: one line naming the file, never a traceback
+            raise RunDirectoryError(f"cannot write {self._parts[task]}: {exc.strerror or exc}") from exc
         self._spans[task].append((job, self._ends[task], len(data)))
         self._ends[task] += len(data)
-        self.counts[task] += len(lines)
 
     def commit(self) -> None:
         """Join the parts, task by task, into samples.jsonl (atomically) and remove them."""
