@@ -11,7 +11,7 @@ the run directory; task code never sees backends, caching or retries.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,50 @@ class Sample:
     sample_id: str  # unique within the task, stable across runs
     unit: str  # what statistics are computed over and paired on (a persona, an item)
     fields: Mapping[str, Any]  # task-specific metadata (persona, task, question, role...)
+
+
+class FixedFields(Mapping[str, Any]):
+    """`Sample.fields` for a task whose samples all have the same keys: a subclass names them in
+    `__slots__`, and each sample's fields take a pointer per key (~100 bytes) instead of a dict
+    (~270): a run holds every sample until it ends (issue 13). Read-only, like any Mapping."""
+
+    __slots__ = ()
+    _keys: frozenset[str] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._keys = frozenset(cls.__slots__)  # a set: `fields[key]` is read for every call built
+
+    def __init__(self, **values: Any):
+        if values.keys() != self._keys:
+            raise TypeError(f"{type(self).__name__} needs exactly the fields {', '.join(self.__slots__)}")
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.__slots__)
+
+    def __len__(self) -> int:
+        return len(self.__slots__)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # copy, deepcopy and pickle rebuild through __init__: the slots are read-only.
+        return (_rebuild_fields, (type(self), dict(self)))
+
+
+def _rebuild_fields(cls: type[FixedFields], values: dict[str, Any]) -> FixedFields:
+    return cls(**values)
 
 
 ReplyCheck = Callable[[str], "str | None"]
@@ -117,6 +161,29 @@ yields once per turn), and returns its partial result. The scheduler runs every 
 at once and sends each call as soon as its job asks for it: a job never waits for another job."""
 
 
+class LazyJobs(Sequence[Job]):
+    """A task's jobs, each built when it is taken (by index or in iteration), so that a run does
+    not hold every unstarted job's frame at once (issue 13: PersonaGym's 2,000 batch jobs at 200
+    personas were ~1.2 KB each before the first started). Taking one twice builds it twice:
+    drive each job taken once."""
+
+    def __init__(self, count: int, build: Callable[[int], Job]):
+        self._count, self._build = count, build
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: int) -> Job:  # type: ignore[override]  # no slices: one job at a time
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError("job index out of range")
+        return self._build(index)
+
+    def __iter__(self) -> Iterator[Job]:
+        return (self._build(index) for index in range(self._count))
+
+
 class Task(ABC):
     """Base class of task plugins. Subclasses are built by a factory named in `tasks.toml`."""
 
@@ -155,9 +222,10 @@ class Task(ABC):
     # whatever else it can ask for at once (score examples need no answer), then for its judgments.
     # A task that does not is run as one job: all answers, then `evaluate` stage by stage.
 
-    def jobs(self, samples: list[Sample]) -> list[Job] | None:
-        """The task's jobs over `samples`, or None to be run through `generation_request` and
-        `evaluate` (the stage-by-stage interface)."""
+    def jobs(self, samples: list[Sample]) -> Sequence[Job] | None:
+        """The task's jobs over `samples` (a list, or a `LazyJobs` that builds each when taken),
+        or None to be run through `generation_request` and `evaluate` (the stage-by-stage
+        interface)."""
         return None
 
     def finish(self, samples: list[Sample], results: list[Any]) -> TaskOutcome:

@@ -26,7 +26,8 @@ def test_answers_are_read_back_from_their_lines_and_not_kept_in_memory(tmp_path:
     for n, text in enumerate(TRICKY):
         store.append(f"k{n}", "m", "s", request(f"q{n}"), Completion(text=text, finish_reason="stop", usage=Usage(3, n)))
     store.append("bad", "m", "s", request("q"), Completion.failure("HTTP 500"))
-    assert all(isinstance(v, tuple) for v in store._answers.values())  # positions, not texts
+    # Positions, not texts: the index holds numbers only (answer_index.py), one per answered key.
+    assert len(store) == 3 and all(isinstance(n, int) for k in ('k0', 'k1', 'k2') for n in store._answers.candidates(k)[0])
     for n, text in enumerate(TRICKY):  # while the file is still open for appending
         assert store.answer(f"k{n}") == Completion(text=text, finish_reason="stop", usage=Usage(3, n))
     store.close()

@@ -21,6 +21,8 @@ Generic record fields (any task; read when present):
                          "length_difference" (optional: model answer minus the other, characters)}]
   `item` names the judged thing within the run (the two slot assignments of one comparison share
   it); it is prefixed with the record's unit.
+  `answer_chars`: the answer's length, read instead of `answer` (a record kept for the results
+  without its answer's text, tasks/personagym/outcome.keep).
 
 The figures:
 
@@ -98,8 +100,10 @@ def ratings_from_records(records: Iterable[Mapping[str, Any]]) -> list[Rating]:
             if "turns" in judgment and "means" in judgment:  # PingPong: every player turn, per criterion
                 ratings += _dialogue_ratings(record, unit, judgment)
             elif "batch_position" in judgment:  # PersonaGym: one question
+                # A record kept for the results has the answer's length, not its text.
+                length = record["answer_chars"] if "answer_chars" in record else _length(record.get("answer"))
                 ratings.append(Rating(f"{unit}/{record.get('sample_id')}", str(judgment["judge"]),
-                                      judgment.get("score"), length=_length(record.get("answer"))))
+                                      judgment.get("score"), length=length))
     return ratings
 
 

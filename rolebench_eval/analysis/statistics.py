@@ -12,8 +12,11 @@ BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
 # Resampled values held at once: scipy's bootstrap otherwise builds an n_resamples x n matrix
 # (index and values: ~850 MB at n = 4,750). Batches draw the same random stream in the same
-# order, so the interval is identical to the unbatched computation for a fixed seed.
-BOOTSTRAP_BATCH_ELEMENTS = 1_000_000
+# order, so the interval is identical to the unbatched computation for a fixed seed. 100,000
+# (~1.6 MB of index and values) makes the transient the same from 10 units up (issue 13: at
+# 1,000,000 a 200-persona run's peak was 8 MB above a 50-persona run's for this alone), for
+# ~20 vectorised calls per interval at 200 units.
+BOOTSTRAP_BATCH_ELEMENTS = 100_000
 
 
 def bootstrap_batch(n: int, n_resamples: int = BOOTSTRAP_RESAMPLES) -> int:

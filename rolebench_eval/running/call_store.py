@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rolebench_eval.errors import RunDirectoryError
+from rolebench_eval.running.answer_index import AnswerIndex, Position, key_prefix
 from rolebench_eval.requests import ChatRequest, Completion
 from rolebench_eval.task_api import ReplyCheck
 
@@ -43,8 +44,9 @@ class CallStore:
     def __init__(self, path: Path, fallbacks: Sequence[Path] = ()):
         self.path = path
         # Where each answer's line is (offset, length): a store's memory grows with its number of
-        # calls, never with their texts (issue 13); an answer is read back when it is asked for.
-        self._answers: dict[str, tuple[int, int]] = {}
+        # calls, never with their texts (issue 13), and by ~20 bytes a call in contiguous arrays
+        # (answer_index.py); an answer is read back, and its key checked, when it is asked for.
+        self._answers = AnswerIndex()
         self._failures: dict[str, Completion] = {}
         self._fallback_paths = [p for p in fallbacks if p != path]
         self._fallbacks: list[CallStore] | None = None
@@ -98,9 +100,9 @@ class CallStore:
                 "line (its call will be redone) or the whole run directory."
             ) from exc
         if completion.ok:
-            self._answers[key] = (offset, len(raw))
+            self._set_answer(key, (offset, len(raw)))  # a later line for the same key wins
             self._failures.pop(key, None)
-        elif key not in self._answers:
+        elif self._find(key) is None:
             self._failures[key] = completion
         return True
 
@@ -110,9 +112,9 @@ class CallStore:
             handle.truncate(handle.tell() - tail_bytes)
 
     def answer(self, key: str) -> Completion | None:
-        found = self._answers.get(key)
+        found = self._find(key)
         if found is not None:
-            return self._completion_at(found, key)
+            return self._completion(found[0], found[2])
         if not self._fallback_paths:
             return None
         if self._fallbacks is None:
@@ -123,12 +125,34 @@ class CallStore:
                 except RunDirectoryError:
                     continue  # another run's damage is reported when that run is used
         for other in self._fallbacks:
-            position = other._answers.get(key)
-            if position is not None:
-                line = other._line_at(position)
-                self._answers[key] = self._write(line if line.endswith(b"\n") else line + b"\n")
+            there = other._find(key)
+            if there is not None:
+                line = there[1]
+                position = self._write(line if line.endswith(b"\n") else line + b"\n")
+                self._set_answer(key, position)
                 self.reused_from.add(other.path.parent.parent.name)
-                return self._completion_at(self._answers[key], key)
+                return self._completion_at(position, key)
+        return None
+
+    def _set_answer(self, key: str, position: Position) -> None:
+        # Overwrite the key's older line, if any, so the index holds one entry per key and
+        # len() stays the number of answered keys. A new key (the common case) reads no line.
+        older = self._find(key)
+        self._answers.set(key, position, replaces=older[0] if older is not None else None)
+
+    def _find(self, key: str) -> tuple[Position, bytes, Any] | None:
+        """The newest answer line holding `key`: (position, line, completion JSON), or None.
+
+        The index knows a key by its first 64 bits only, so each candidate line's full key is
+        compared: a line whose key shares those bits is another call's (skipped); one whose key
+        does not was not what the index recorded there, so the file changed under the run."""
+        for position in self._answers.candidates(key):
+            line = self._line_at(position)
+            stored_key, data = self._decode(position, line)
+            if stored_key == key:
+                return position, line, data
+            if not isinstance(stored_key, str) or key_prefix(stored_key) != key_prefix(key):
+                raise self._changed(position, f"the line there holds key {stored_key!r}")
         return None
 
     def _line_at(self, position: tuple[int, int]) -> bytes:
@@ -139,18 +163,29 @@ class CallStore:
         return self._reader.read(size)
 
     def _completion_at(self, position: tuple[int, int], key: str) -> Completion:
-        line = self._line_at(position)
+        stored_key, data = self._decode(position, self._line_at(position))
+        if stored_key != key:
+            raise self._changed(position, f"the line there holds key {stored_key!r}")
+        return self._completion(position, data)
+
+    def _decode(self, position: Position, line: bytes) -> tuple[Any, Any]:
         try:
-            stored_key, data = _key_and_completion(line)
-            if stored_key != key:
-                raise ValueError(f"the line there holds key {stored_key!r}")
+            return _key_and_completion(line)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise self._changed(position, str(exc)) from exc
+
+    def _completion(self, position: Position, data: Any) -> Completion:
+        try:
             return Completion.from_json(data)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            # The line was whole when it was indexed: the file changed under this run.
-            raise RunDirectoryError(
-                f"{self.path} changed while this run used it (byte {position[0]}: {exc}); another process "
-                "wrote to it: rerun the command"
-            ) from exc
+            raise self._changed(position, str(exc)) from exc
+
+    def _changed(self, position: Position, why: str) -> RunDirectoryError:
+        # The line was whole when it was indexed: the file changed under this run.
+        return RunDirectoryError(
+            f"{self.path} changed while this run used it (byte {position[0]}: {why}); another process "
+            "wrote to it: rerun the command"
+        )
 
     def _write(self, data: bytes) -> tuple[int, int]:
         """One line, in one write: in the kernel before the call counts as finished. Where it is."""
@@ -200,7 +235,7 @@ class CallStore:
         # requests until the run ends, and a copy of every prompt each would grow with the run.
         request.__dict__.pop("canonical_json", None)
         if completion.ok:
-            self._answers[key] = position
+            self._set_answer(key, position)
             self._failures.pop(key, None)
         else:
             self._failures[key] = completion

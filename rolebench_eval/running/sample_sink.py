@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,9 @@ class SampleSink:
         self._names = list(task_names)
         self._parts = {name: self._folder / f"{number:03d}-{rd.slug(name)}.jsonl" for number, name in enumerate(self._names)}
         self._handles: dict[str, Any] = {}
-        # Per task: (job index, offset, length) of each job's lines in its part file.
-        self._spans: dict[str, list[tuple[int, int, int]]] = {name: [] for name in self._names}
+        # Per task: job index, offset and length of each job's lines in its part file (machine
+        # integers: a full PersonaGym has thousands of jobs, a tuple each would grow the run).
+        self._spans = {name: (array("Q"), array("Q"), array("Q")) for name in self._names}
         self._ends = {name: 0 for name in self._names}
 
     def add(self, task: str, records: Iterable[dict[str, Any]], job: int = 0) -> None:
@@ -58,7 +60,10 @@ class SampleSink:
             handle.write(data)
         except OSError as exc:  # a full disk: one line naming the file, never a traceback
             raise RunDirectoryError(f"cannot write {self._parts[task]}: {exc.strerror or exc}") from exc
-        self._spans[task].append((job, self._ends[task], len(data)))
+        jobs, offsets, lengths = self._spans[task]
+        jobs.append(job)
+        offsets.append(self._ends[task])
+        lengths.append(len(data))
         self._ends[task] += len(data)
 
     def commit(self) -> None:
@@ -69,12 +74,14 @@ class SampleSink:
 
         def chunks() -> Iterable[str]:
             for name in self._names:
-                if not self._spans[name]:
+                jobs, offsets, lengths = self._spans[name]
+                if not jobs:
                     continue
                 with self._parts[name].open("rb") as handle:
-                    for _, offset, length in sorted(self._spans[name]):  # job order
-                        handle.seek(offset)
-                        yield handle.read(length).decode("utf-8")
+                    # Job order (lines of one job, were it added twice, in the order written).
+                    for k in sorted(range(len(jobs)), key=lambda k: (jobs[k], offsets[k])):
+                        handle.seek(offsets[k])
+                        yield handle.read(lengths[k]).decode("utf-8")
 
         rd.write_text_atomic(self.run_path / rd.SAMPLES, chunks())
         shutil.rmtree(self._folder, ignore_errors=True)

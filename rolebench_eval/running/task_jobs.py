@@ -15,7 +15,7 @@ from typing import Any
 
 from rolebench_eval.running.sample_sink import SampleSink
 from rolebench_eval.scheduling.scheduler import Scheduler
-from rolebench_eval.task_api import Job, RecordStream, Sample, Task, TaskOutcome, staged_job
+from rolebench_eval.task_api import Job, LazyJobs, RecordStream, Sample, Task, TaskOutcome, staged_job
 
 
 @dataclass
@@ -33,7 +33,8 @@ class _TaskJobs:
 def run_task_jobs(tasks: Sequence[Task], scheduler: Scheduler, sink: SampleSink) -> dict[str, TaskOutcome]:
     """Run every task's jobs; each task's outcome (its records already in `sink`)."""
     spans: list[_TaskJobs] = []
-    jobs: list[Job] = []
+    parts: list[Sequence[Job]] = []
+    total = 0
     for task in tasks:
         samples = task.samples()
         task_jobs = task.jobs(samples)
@@ -41,10 +42,18 @@ def run_task_jobs(tasks: Sequence[Task], scheduler: Scheduler, sink: SampleSink)
         if task_jobs is None:
             task_jobs = [staged_job(task, samples)]
         stream = None if staged else task.record_stream(samples)
-        spans.append(_TaskJobs(task, samples, len(jobs), len(task_jobs), staged, stream,
+        spans.append(_TaskJobs(task, samples, total, len(task_jobs), staged, stream,
                                [None] * len(task_jobs) if stream is None else []))
-        jobs += task_jobs
+        parts.append(task_jobs)
+        total += len(task_jobs)
     starts = [span.start for span in spans]
+
+    def job_at(index: int) -> Job:
+        part = bisect_right(starts, index) - 1
+        return parts[part][index - starts[part]]
+
+    # Every task's jobs in one sequence, none copied: a task's LazyJobs builds each as it starts.
+    jobs = LazyJobs(total, job_at)
 
     def on_done(index: int, value: Any) -> None:
         span = spans[bisect_right(starts, index) - 1]
@@ -56,7 +65,7 @@ def run_task_jobs(tasks: Sequence[Task], scheduler: Scheduler, sink: SampleSink)
         span.fed += 1
 
     scheduler.run(jobs, on_done)
-    jobs.clear()  # finished generators: nothing of theirs is needed any more
+    parts.clear()  # finished generators: nothing of theirs is needed any more
     outcomes: dict[str, TaskOutcome] = {}
     for span in spans:
         name = span.task.name

@@ -21,6 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from rolebench_eval.running.call_accounting import role_name
+
+# The rate window's resolution: completions closer together than window_s / _BUCKETS are one
+# entry, so the window holds at most about this many entries whatever the call rate.
+_BUCKETS = 120
 from rolebench_eval.requests import Completion
 from rolebench_eval.secrets import redact
 
@@ -56,9 +60,11 @@ class _Role:
     in_flight: int = 0
     failed: int = 0
     first_start: float | None = None
-    # (time, completion tokens) of recent completions: the rate and ETA follow the recent pace,
-    # not the run's average (a slow model load at the start must not dominate).
-    recent: deque[tuple[float, int]] = field(default_factory=deque)
+    # [time, calls, completion tokens] of recent completions, those within a bucket's width of
+    # each other summed (at thousands of calls a second the window would hold one entry per
+    # call): the rate and ETA follow the recent pace, not the run's average (a slow model load
+    # at the start must not dominate).
+    recent: deque[list[float]] = field(default_factory=deque)
 
     reused: int = 0
 
@@ -162,7 +168,12 @@ class ProgressDisplay:
             state.failed += 1
         if made:
             now = self.clock()
-            state.recent.append((now, completion.usage.completion_tokens or 0))
+            tokens = completion.usage.completion_tokens or 0
+            if state.recent and now - state.recent[-1][0] < self.window_s / _BUCKETS:
+                state.recent[-1][1] += 1
+                state.recent[-1][2] += tokens
+            else:
+                state.recent.append([now, 1, tokens])
             # Trimmed here too, not only when drawn: with no display nothing else would, and the
             # deque would hold every call of the run.
             while state.recent[0][0] < now - self.window_s:
@@ -181,7 +192,7 @@ class ProgressDisplay:
             elapsed = min(self.window_s, now - state.first_start) if state.first_start is not None else 0.0
             parts = [f"{role} ({label})", f"{state.done}/{state.total} done", f"{state.in_flight} in flight"]
             if elapsed > 0 and state.recent:
-                tokens = sum(t for _, t in state.recent)
+                tokens = sum(t for _, _, t in state.recent)
                 parts.append(f"{tokens / elapsed:,.1f} tok/s")
             else:
                 parts.append("- tok/s")
@@ -190,7 +201,8 @@ class ProgressDisplay:
             if remaining == 0:
                 parts.append("ETA done" if state.done else "ETA -")
             elif elapsed > 0 and state.recent:
-                parts.append(f"ETA {_duration(remaining / (len(state.recent) / elapsed))}")
+                calls = sum(n for _, n, _ in state.recent)
+                parts.append(f"ETA {_duration(remaining / (calls / elapsed))}")
             else:
                 parts.append("ETA ?")
             out.append(redact("  ".join(parts)))

@@ -21,6 +21,7 @@ from rolebench_eval.judges.rubric_judge import (
     process_examples,
     reference_batch_score,
 )
+from rolebench_eval.record_columns import ColumnRecords
 from rolebench_eval.requests import ChatRequest, Completion
 from rolebench_eval.running.call_refs import SAMPLES_SCHEMA, CallRef, Marked, marks_of
 from rolebench_eval.task_api import MODEL_ROLE, JudgeSpec, ModelCall, Sample
@@ -234,33 +235,37 @@ def build_records(
     return records
 
 
-# What the results read of a record's score examples (all else in them is texts of calls).
 # What the results (`task_results`) and the reliability figures (judge_reliability.py) read of a
-# record, of its score examples and of each judgment: all the rest is in samples.jsonl.
-_KEPT_FIELDS = ("task", "sample_id", "unit", "metric", "score", "unscored_reason", "empty_answer", "answer",
-                "answer_error", "score_examples", "judgments", "reference_substitutions")
+# record, of its score examples and of each judgment: all the rest is in samples.jsonl. Of the
+# answer only its length is read (the length-bias figure), as `answer_chars`.
+_KEPT_FIELDS = ("task", "sample_id", "unit", "metric", "score", "unscored_reason", "empty_answer",
+                "answer_chars", "answer_error", "score_examples", "reference_substitutions")
 _KEPT_EXAMPLES_FIELDS = ("error", "unusable_reason", "substituted_error_text")
 _KEPT_JUDGMENT_FIELDS = ("judge", "batch_position", "score", "unscored_reason", "substituted_error_text",
                          "reference_batch_score")
 
 
-def slim(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A record as `task_results` and the reliability figures read it, without the texts of calls
-    (prompts, score examples, judge prompt and replies) or anything else they do not read, which
-    samples.jsonl has. Kept per sample while a run streams its records, so that memory does not
-    hold every prompt (the answer stays: the length-bias figure reads its length)."""
-    out = {k: record[k] for k in _KEPT_FIELDS if k in record}
-    examples = record.get("score_examples")
-    if examples is not None:
-        out["score_examples"] = {k: examples[k] for k in _KEPT_EXAMPLES_FIELDS if k in examples}
-    out["judgments"] = [{k: j[k] for k in _KEPT_JUDGMENT_FIELDS if k in j} for j in record["judgments"]]
-    return out
+def kept_records() -> ColumnRecords:
+    """Where a streamed run keeps each sample's record for its results, until the last job ends:
+    the fields above, in columns (record_columns.py), without the texts of calls (prompts, score
+    examples, judge prompt and replies) or the answer's text, which samples.jsonl has."""
+    return ColumnRecords(_KEPT_FIELDS, nested={"score_examples": _KEPT_EXAMPLES_FIELDS},
+                         listed={"judgments": _KEPT_JUDGMENT_FIELDS})
+
+
+def keep(records: Sequence[Mapping[str, Any]], into: ColumnRecords) -> None:
+    """Add full records to `kept_records()`: their answers' texts become their lengths."""
+    for record in records:
+        answer = record["answer"]
+        into.append(record, {"answer_chars": len(answer) if isinstance(answer, str) else None})
 
 
 def upstream_failure(record: dict[str, Any]) -> bool:
     """Whether the question's answer or score examples failed (then no judge's verdict counts)."""
     examples = record["score_examples"]
-    answer_failed = record["answer"] is None or record["answer_error"] is not None
+    # A kept record has the answer's length instead of its text (`keep`), None for no answer.
+    answer = record["answer_chars"] if "answer_chars" in record else record["answer"]
+    answer_failed = answer is None or record["answer_error"] is not None
     return answer_failed or bool(examples and examples["unusable_reason"])
 
 

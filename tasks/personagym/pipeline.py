@@ -15,6 +15,7 @@ examples request always carries the batch's questions, whichever answers succeed
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from rolebench_eval.judges.rubric_judge import (
     grading_request,
     score_examples_request,
 )
+from rolebench_eval.record_columns import ColumnRecords
 from rolebench_eval.requests import ChatRequest, Completion
 from rolebench_eval.running.call_refs import NOT_SENT_PREFIX, CallRef, forget_encoding
 from rolebench_eval.task_api import (
@@ -176,15 +178,23 @@ class BatchRecords(RecordStream):
 
     Each batch's records are built as soon as its job's result arrives (in any order: a record's
     `batch` is its batch job's position among the task's batches); what is kept for the results
-    is each record without the texts of calls (`outcome.slim`), so a streamed run holds no prompt
-    or reply of a finished batch. `close` puts them back in job order, which is sample order
-    (`PersonaGymTask.batches` groups consecutive samples), as samples.jsonl lists them."""
+    is each record without the texts of calls or of its answer (`outcome.keep`), in columns, so a
+    streamed run holds no prompt or reply of a finished batch. `close` puts them back in job
+    order, which is sample order (`PersonaGymTask.batches` groups consecutive samples), as
+    samples.jsonl lists them."""
 
     def __init__(self, task: PersonaGymTask, samples: list[Sample]):
         self.task = task
         self.samples = samples
-        self.kept: dict[int, list[dict[str, Any]]] = {}  # per batch job: its slim records
-        self.reference: dict[int, list[dict[str, Any]]] = {}  # per batch job: reference scores
+        # Every batch's kept records (outcome.keep), in the order their jobs ended, and each one's
+        # batch job (machine integers: no object per record).
+        self.kept = outcome.kept_records()
+        self.kept_batch = array("Q")
+        # Per judged batch its reference scores (unit, metric, a score per judge), in columns
+        # too, and its batch job.
+        labels = [j.label for j in task.settings.judges]
+        self.reference = ColumnRecords(("unit", "metric", "reference_scores"), nested={"reference_scores": labels})
+        self.reference_batch = array("Q")
         self.covered = 0
 
     def add(self, index: int, value: Any) -> list[dict[str, Any]]:
@@ -197,7 +207,8 @@ class BatchRecords(RecordStream):
         judgments, reference_batches = outcome.collect_judgments(
             samples, graded, judges, result.grading_replies, reference, sent, first_batch=index
         )
-        self.reference[index] = reference_batches
+        self.reference.extend(reference_batches)
+        self.reference_batch.extend([index] * len(reference_batches))
         grading_prompts = {}
         grading_calls = {}
         if graded:
@@ -226,19 +237,22 @@ class BatchRecords(RecordStream):
             indices=result.questions,
         )
         self.covered += len(result.questions)
-        self.kept[index] = [outcome.slim(r) for r in records]
+        outcome.keep(records, self.kept)
+        self.kept_batch.extend([index] * len(records))
         return records
 
     @property
     def reference_batches(self) -> list[dict[str, Any]]:
-        return [b for index in sorted(self.reference) for b in self.reference[index]]
+        return list(self.reference.sorted_by(self.reference_batch))
 
     def close(self) -> TaskOutcome:
         if self.covered != len(self.samples):
             # A driver bug, not bad input: the results must cover every sample of `jobs(samples)`.
             raise ValueError(f"PersonaGym: job results cover {self.covered} of {len(self.samples)} samples")
         task = self.task
-        kept = [r for index in sorted(self.kept) for r in self.kept[index]]
+        # In job order (within a batch, its records keep theirs); the unordered columns are let go.
+        kept = self.kept = self.kept.sorted_by(self.kept_batch)
+        self.kept_batch = array("Q", sorted(self.kept_batch))
         results_section = outcome.task_results(
             kept,
             self.reference_batches,

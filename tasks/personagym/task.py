@@ -12,7 +12,7 @@ from rolebench_eval.errors import DataError, UsageError, unknown
 from rolebench_eval.questions.question_sets import QuestionSet, load_set
 from rolebench_eval.judges.rubric_judge import RubricPrompts
 from rolebench_eval.requests import ChatRequest, Completion, GenerationParams, Message
-from rolebench_eval.task_api import Evaluation, Job, RunSettings, Sample, Task
+from rolebench_eval.task_api import Evaluation, FixedFields, LazyJobs, RunSettings, Sample, Task
 from rolebench_eval.task_registry import TaskSpec
 
 from . import aggregation, pipeline
@@ -39,6 +39,18 @@ METRIC_NAMES = {
     "PC": "Persona Consistency",
     "AJ": "Action Justification",
 }
+
+
+class QuestionFields(FixedFields):
+    """A question's fields (Sample.fields): the same keys for every sample, so no dict each."""
+
+    __slots__ = ("persona", "persona_index", "category", "metric", "question_index", "question")
+
+
+class CustomQuestionFields(FixedFields):
+    """A custom question set's question (`--questions`): its persona's id too."""
+
+    __slots__ = ("persona", "persona_index", "persona_id", "category", "metric", "question_index", "question")
 
 
 def make_task(spec: TaskSpec, settings: RunSettings) -> PersonaGymTask:
@@ -140,9 +152,9 @@ class PersonaGymTask(Task):
                     samples.append(Sample(
                         sample_id=f"p{index:03d}-{metric}-q{number}",
                         unit=persona.persona,
-                        fields={"persona": persona.persona, "persona_index": index, "persona_id": persona.id,
-                                "category": category, "metric": metric, "question_index": number,
-                                "question": question},
+                        fields=CustomQuestionFields(persona=persona.persona, persona_index=index,
+                                                    persona_id=persona.id, category=category, metric=metric,
+                                                    question_index=number, question=question),
                     ))
         return samples
 
@@ -164,14 +176,8 @@ class PersonaGymTask(Task):
                         Sample(
                             sample_id=f"p{index:03d}-{metric}-q{number}",
                             unit=persona,
-                            fields={
-                                "persona": persona,
-                                "persona_index": index,
-                                "category": category,
-                                "metric": metric,
-                                "question_index": number,
-                                "question": question,
-                            },
+                            fields=QuestionFields(persona=persona, persona_index=index, category=category,
+                                                  metric=metric, question_index=number, question=question),
                         )
                     )
         return samples
@@ -219,9 +225,10 @@ class PersonaGymTask(Task):
     # One job per judge batch (pipeline.py): its answers and score examples at once, then its
     # judges. `evaluate` drives the same jobs stage by stage, so both paths give the same records.
 
-    def jobs(self, samples: list[Sample]) -> list[Job]:
+    def jobs(self, samples: list[Sample]) -> LazyJobs:
         pipeline.check_judges(self)
-        return [pipeline.batch_job(self, samples, batch) for batch in self.batches(samples)]
+        batches = self.batches(samples)
+        return LazyJobs(len(batches), lambda index: pipeline.batch_job(self, samples, batches[index]))
 
     def record_stream(self, samples: list[Sample]) -> pipeline.BatchRecords:
         return pipeline.BatchRecords(self, samples)

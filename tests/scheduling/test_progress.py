@@ -55,6 +55,23 @@ def test_rate_and_eta_follow_the_recent_window() -> None:
     assert progress.lines() == ["examples (gpt)  11/200 done  189 in flight  10.0 tok/s  0 failed  ETA 3m09s"]
 
 
+def test_the_rate_window_holds_buckets_not_one_entry_per_call() -> None:
+    # 30,000 calls in 30 s at 1 ms apart: the window keeps at most its buckets, and the rate is
+    # the same as one entry per call would give.
+    clock = Clock()
+    progress = ProgressDisplay(io.StringIO(), enabled=False, clock=clock, window_s=60.0)
+    for i in range(30_000):
+        clock.now = i / 1000
+        progress.queued("judge:gpt", "gpt", "rubric_grading")
+        progress.started("judge:gpt", "gpt", "rubric_grading")
+        progress.finished("judge:gpt", "gpt", "rubric_grading", ok(2), True, 0.001)
+    state = progress._roles[("judge:gpt", "gpt")]
+    assert len(state.recent) <= 61
+    assert sum(n for _, n, _ in state.recent) == 30_000
+    clock.now = 30.0
+    assert progress.lines() == ["judge:gpt (gpt)  30000/30000 done  0 in flight  2,000.0 tok/s  0 failed  ETA done"]
+
+
 def test_terminal_redraw_is_throttled_and_rewrites_in_place() -> None:
     clock = Clock()
     stream = io.StringIO()
