@@ -100,3 +100,23 @@ def test_redaction_keeps_settings_that_only_look_like_secrets() -> None:
     assert redact("--task-option 'x': expected KEY=VALUE") == "--task-option 'x': expected KEY=VALUE"
     assert redact("https://h/v1?key=abc&api-key=def&x-api-key=ghi&sig=jkl&model=m") == (
         "https://h/v1?key=***&api-key=***&x-api-key=***&sig=***&model=m")
+
+
+def test_url_credentials_go_as_basic_auth_and_never_as_a_bearer_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    from rolebench_eval.backends.base import BackendOptions
+    from rolebench_eval.backends.openai_backend import OpenAIBackend
+    from rolebench_eval.requests import ChatRequest, GenerationParams, Message
+    from servers import FakeOpenAIServer, ok, sequence
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-this-server")
+    with FakeOpenAIServer(sequence(ok("Good day."))) as server:
+        url = server.base_url.replace("http://", "http://me:s3cret@")
+        backend = OpenAIBackend("fake-model", BackendOptions(request_timeout_s=5, max_attempts=1), base_url=url)
+        seen: list[str] = []
+        backend.generate([ChatRequest((Message("user", "hi"),), GenerationParams(max_tokens=8))],
+                         lambda index, completion: seen.append(completion.text or ""))
+    assert seen == ["Good day."]
+    expected = "Basic " + base64.b64encode(b"me:s3cret").decode()
+    assert server.chat_requests[0].headers["authorization"] == expected

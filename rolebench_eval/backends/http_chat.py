@@ -57,11 +57,10 @@ def open_session(url: str, api_key: str, timeout_s: float) -> ChatClient:
     except LookupError:
         proxy, proxy_auth = None, None
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    auth = None
     if target.user is not None:
         # Credentials in the URL (a server behind basic auth): sent as basic auth, replacing the
         # bearer key, as the openai client (httpx) did; aiohttp refuses both at once.
-        auth = aiohttp.BasicAuth(target.user, target.password or "")
+        headers["Authorization"] = _basic_auth(target.user, target.password or "")
         target = target.with_user(None)
     else:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -69,10 +68,18 @@ def open_session(url: str, api_key: str, timeout_s: float) -> ChatClient:
         connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
         timeout=aiohttp.ClientTimeout(total=timeout_s),
         headers=headers,
-        auth=auth,
         cookie_jar=aiohttp.DummyCookieJar(),  # an API sets no cookies worth keeping
     )
     return ChatClient(session, target, proxy, proxy_auth)
+
+
+def _basic_auth(user: str, password: str) -> str:
+    """The Authorization header's value; latin-1, as aiohttp's BasicAuth encoded it (deprecated
+    from aiohttp 3.14 for `encode_basic_auth`, which older versions lack)."""
+    encode = getattr(aiohttp, "encode_basic_auth", None)
+    if encode is not None:
+        return str(encode(user, password, encoding="latin1"))
+    return str(aiohttp.BasicAuth(user, password).encode())
 
 
 async def post_chat(client: ChatClient, body: dict[str, Any], *, model: str,

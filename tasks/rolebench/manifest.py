@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rolebench_eval.backends.fingerprint import file_sha256
 from rolebench_eval.judges import pairwise_ranking as ranking
 
-from . import dataset, prompts
+from . import data_source, prompts
 
 if TYPE_CHECKING:
     from .task import RoleBenchTask
@@ -45,7 +45,7 @@ def build_manifest(task: RoleBenchTask) -> dict[str, Any]:
         "version": task.version,
         "protocol": {"name": PROTOCOL, "description": PROTOCOL_DESCRIPTION},
         "data": {
-            "dataset": dataset.HUB_REPO_ID,
+            "dataset": data_source.HUB_REPO_ID,
             "split": task.split_name,
             "language": task.language,
             "source": task.source,

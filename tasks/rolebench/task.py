@@ -54,7 +54,7 @@ from rolebench_eval.task_api import (
 )
 from rolebench_eval.task_registry import TaskSpec
 
-from . import dataset, item_jobs, outcome, prompts, rouge_metrics
+from . import data_source, dataset, item_jobs, outcome, prompts, rouge_metrics
 from .aggregation import AVG, ROUGE_METRICS
 from .manifest import build_manifest
 from .outcome import METRIC_NAMES  # noqa: F401 - re-exported: it names the results' metrics
@@ -147,13 +147,13 @@ class RoleBenchTask(Task):
     def _resolve_root(option: str | None) -> tuple[Path, str]:
         if option is not None and (option == "hub" or option.startswith("hub@")):
             revision = option.partition("@")[2] or None
-            path = dataset.fetch_from_hub(revision=revision)
-            return path, f"hub:{dataset.HUB_REPO_ID}@{revision or 'main'}"
+            path = data_source.fetch_from_hub(revision=revision)
+            return path, f"hub:{data_source.HUB_REPO_ID}@{revision or 'main'}"
         if option is not None:
-            return dataset.resolve_root(option), "task-option:rolebench_dir"
-        if os.environ.get(dataset.ENV_VAR):
-            return dataset.resolve_root(None), f"env:{dataset.ENV_VAR}"
-        return dataset.resolve_root(None), "shipped"
+            return data_source.resolve_root(option), "task-option:rolebench_dir"
+        if os.environ.get(data_source.ENV_VAR):
+            return data_source.resolve_root(None), f"env:{data_source.ENV_VAR}"
+        return data_source.resolve_root(None), "shipped"
 
     def relative(self, path: str) -> str:
         try:

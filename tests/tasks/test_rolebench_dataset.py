@@ -13,7 +13,7 @@ import pytest
 
 from rolebench_eval.errors import DataError, UsageError
 from rolebench_eval.requests import Message
-from rolebench_eval.tasks.rolebench import dataset, prompts
+from rolebench_eval.tasks.rolebench import data_source, dataset, prompts
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "rolebench"
 FULL = FIXTURES / "full"
@@ -137,25 +137,25 @@ def test_bad_rows_and_bad_raw_file(tmp_path: Path) -> None:
 
 
 def test_root_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(dataset.ENV_VAR, raising=False)
-    assert dataset.resolve_root() == dataset.SHIPPED_ROOT
-    monkeypatch.setenv(dataset.ENV_VAR, str(FULL))
-    assert dataset.resolve_root() == FULL
-    assert dataset.resolve_root(FIXTURES / "partial") == FIXTURES / "partial"
+    monkeypatch.delenv(data_source.ENV_VAR, raising=False)
+    assert data_source.resolve_root() == data_source.SHIPPED_ROOT
+    monkeypatch.setenv(data_source.ENV_VAR, str(FULL))
+    assert data_source.resolve_root() == FULL
+    assert data_source.resolve_root(FIXTURES / "partial") == FIXTURES / "partial"
     with pytest.raises(DataError, match="does not exist"):
-        dataset.resolve_root(tmp_path / "nope")
+        data_source.resolve_root(tmp_path / "nope")
     with pytest.raises(UsageError, match="Did you mean 'zh'"):
         dataset.load_split("zhh", FULL)
 
 
 def test_shipped_copy_is_complete_as_documented(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(dataset.ENV_VAR, raising=False)
+    monkeypatch.delenv(data_source.ENV_VAR, raising=False)
     en = dataset.load_split("en")
     assert len(en.metrics["SPE"].items) == 4750
     assert set(en.not_computable()) == {"CUS", "RAW"}
     assert len(en.baselines["role_specific"].answers) == 4750
     for name in ("NOTICE.md", "LICENSE", "PROVENANCE.md"):
-        assert (dataset.SHIPPED_ROOT / name).is_file()
+        assert (data_source.SHIPPED_ROOT / name).is_file()
 
 
 def test_hub_fetch_fails_clearly_offline(tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_hub_fetch_fails_clearly_offline(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""
         from rolebench_eval.errors import DataError
-        from rolebench_eval.tasks.rolebench.dataset import fetch_from_hub
+        from rolebench_eval.tasks.rolebench.data_source import fetch_from_hub
         try:
             fetch_from_hub(cache_dir={str(tmp_path / "cache")!r})
         except DataError as error:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rolebench_eval.errors import UsageError
-from rolebench_eval.tasks.rolebench import dataset
+from rolebench_eval.tasks.rolebench import data_source, dataset
 from rolebench_eval.tasks.rolebench import rouge_metrics as rouge
 
 
@@ -81,7 +81,7 @@ def test_reference_policies() -> None:
 
 
 def _check_figures(split_name: str, metric: str, tokenizer: str | None) -> tuple[int, float, float]:
-    split = dataset.load_split(split_name, dataset.SHIPPED_ROOT)
+    split = dataset.load_split(split_name, data_source.SHIPPED_ROOT)
     items = split.metrics[metric].items
     scores = [
         rouge.reference_scores(
