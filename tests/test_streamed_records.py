@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from rolebench_eval.requests import ChatRequest, Completion, GenerationParams, Message
 from rolebench_eval.running import run_dir as rd
 from rolebench_eval.running.call_store import CallStore
@@ -17,6 +19,7 @@ from rolebench_eval.scheduling.lanes import BatchLane
 from rolebench_eval.scheduling.scheduler import RoleBinding, Scheduler
 from rolebench_eval.task_api import (
     MODEL_ROLE,
+    LazyJobs,
     ModelCall,
     RecordStream,
     RunSettings,
@@ -55,9 +58,9 @@ class Recording(RecordStream):
 class Rounds(Task):
     """Job k makes `rounds(k)` dependent calls, so jobs end in another order than they start."""
 
-    def __init__(self, name: str, rounds: Callable[[int], int], n: int, stream: bool = True):
+    def __init__(self, name: str, rounds: Callable[[int], int], n: int, stream: bool = True, lazy: bool = False):
         super().__init__(name, "1", RunSettings())
-        self.rounds, self.n, self.stream, self.ended = rounds, n, stream, []
+        self.rounds, self.n, self.stream, self.lazy, self.ended = rounds, n, stream, lazy, []
         self.recording = Recording()
 
     def samples(self) -> list[Sample]:
@@ -80,7 +83,7 @@ class Rounds(Task):
             self.ended.append(k)
             return (k, text)
 
-        return [job(k) for k in range(len(samples))]
+        return LazyJobs(len(samples), job) if self.lazy else [job(k) for k in range(len(samples))]
 
     def record_stream(self, samples):  # noqa: ANN001, ANN201
         return self.recording if self.stream else None
@@ -97,15 +100,17 @@ def scheduler(tmp_path: Path, max_live_jobs: int = 1024) -> Scheduler:
     return Scheduler({MODEL_ROLE: binding}, content_attempts=1, max_live_jobs=max_live_jobs)
 
 
-def test_records_reach_the_stream_in_job_order_and_samples_list_tasks_in_order(tmp_path: Path) -> None:
-    late_first = Rounds("a", lambda k: 4 - k, 4)  # job 0 ends last
+@pytest.mark.parametrize("lazy", [False, True], ids=["job lists", "lazy jobs beside a list"])
+def test_records_reach_the_stream_in_job_order_and_samples_list_tasks_in_order(tmp_path: Path, lazy: bool) -> None:
+    late_first = Rounds("a", lambda k: 4 - k, 4, lazy=lazy)  # job 0 ends last
     whole = Rounds("b", lambda k: 1 + k % 2, 3, stream=False)
     sink = SampleSink(tmp_path, ["a", "b"], {})
     outcomes = run_task_jobs([late_first, whole], scheduler(tmp_path), sink)
     sink.commit()
     assert late_first.ended == late_first.recording.order == [3, 2, 1, 0]  # streamed as they ended ...
     rows = [json.loads(line) for line in (tmp_path / rd.SAMPLES).open()]
-    assert [  # ... written in job order, task by task(r["job"], r["reply"]) for r in rows] == [
+    # ... written in job order, task by task.
+    assert [(r["job"], r["reply"]) for r in rows] == [
         (0, "re: re: re: re: a-0"), (1, "re: re: re: a-1"), (2, "re: re: a-2"), (3, "re: a-3"),
         (0, "re: b-0"), (1, "re: re: b-1"), (2, "re: b-2"),
     ]
