@@ -127,11 +127,11 @@ class CallStore:
         for other in self._fallbacks:
             there = other._find(key)
             if there is not None:
-                line = there[1]
+                _, line, data = there
                 position = self._write(line if line.endswith(b"\n") else line + b"\n")
                 self._set_answer(key, position)
                 self.reused_from.add(other.path.parent.parent.name)
-                return self._completion_at(position, key)
+                return self._completion(position, data)
         return None
 
     def _set_answer(self, key: str, position: Position) -> None:
@@ -161,12 +161,6 @@ class CallStore:
         offset, size = position
         self._reader.seek(offset)
         return self._reader.read(size)
-
-    def _completion_at(self, position: tuple[int, int], key: str) -> Completion:
-        stored_key, data = self._decode(position, self._line_at(position))
-        if stored_key != key:
-            raise self._changed(position, f"the line there holds key {stored_key!r}")
-        return self._completion(position, data)
 
     def _decode(self, position: Position, line: bytes) -> tuple[Any, Any]:
         try:
