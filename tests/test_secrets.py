@@ -104,6 +104,7 @@ def test_redaction_keeps_settings_that_only_look_like_secrets() -> None:
 
 def test_url_credentials_go_as_basic_auth_and_never_as_a_bearer_key(monkeypatch: pytest.MonkeyPatch) -> None:
     import base64
+    import warnings
 
     from rolebench_eval.backends.base import BackendOptions
     from rolebench_eval.backends.openai_backend import OpenAIBackend
@@ -115,8 +116,12 @@ def test_url_credentials_go_as_basic_auth_and_never_as_a_bearer_key(monkeypatch:
         url = server.base_url.replace("http://", "http://me:s3cret@")
         backend = OpenAIBackend("fake-model", BackendOptions(request_timeout_s=5, max_attempts=1), base_url=url)
         seen: list[str] = []
-        backend.generate([ChatRequest((Message("user", "hi"),), GenerationParams(max_tokens=8))],
-                         lambda index, completion: seen.append(completion.text or ""))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            backend.generate([ChatRequest((Message("user", "hi"),), GenerationParams(max_tokens=8))],
+                             lambda index, completion: seen.append(completion.text or ""))
     assert seen == ["Good day."]
+    # aiohttp 3.14 deprecates BasicAuth and the session's `auth`: the header is built without them.
+    assert not [w for w in caught if issubclass(w.category, DeprecationWarning) and "auth" in str(w.message).lower()]
     expected = "Basic " + base64.b64encode(b"me:s3cret").decode()
     assert server.chat_requests[0].headers["authorization"] == expected
