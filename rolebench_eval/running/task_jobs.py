@@ -48,16 +48,21 @@ def run_task_jobs(tasks: Sequence[Task], scheduler: Scheduler, sink: SampleSink)
         total += len(task_jobs)
     starts = [span.start for span in spans]
 
-    def job_at(index: int) -> Job:
+    def locate(index: int) -> tuple[int, int]:
+        """Which task a job index of the whole run is, and the job's index within that task."""
         part = bisect_right(starts, index) - 1
-        return parts[part][index - starts[part]]
+        return part, index - starts[part]
+
+    def job_at(index: int) -> Job:
+        part, local = locate(index)
+        return parts[part][local]
 
     # Every task's jobs in one sequence, none copied: a task's LazyJobs builds each as it starts.
     jobs = LazyJobs(total, job_at)
 
     def on_done(index: int, value: Any) -> None:
-        span = spans[bisect_right(starts, index) - 1]
-        local = index - span.start
+        part, local = locate(index)
+        span = spans[part]
         if span.stream is None:
             span.values[local] = value
             return
